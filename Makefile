@@ -1,0 +1,50 @@
+# gpuforge: `make images` (the farm's main job) and `make test` each do their own set-up.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: all venv host-deps images drivers test test-unit test-e2e bench bench-validator bench-gpu bench-images clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+host-deps:
+	bash scripts/host-deps.sh
+
+## The farm's main job: precompiled driver packages + apt repo, then golden images, on the default matrix.
+images: venv host-deps
+	$(BIN)/gpuforge build drivers
+	$(BIN)/gpuforge build images
+
+test: venv host-deps
+	$(BIN)/pytest -q tests
+
+test-unit: venv
+	$(BIN)/pytest -q -m "not e2e" tests
+
+test-e2e: venv host-deps
+	$(BIN)/pytest -q -m e2e tests
+
+bench: bench-validator
+
+bench-validator: venv
+	$(BIN)/python bench/bench_validator.py
+
+bench-gpu: venv
+	$(BIN)/python bench/bench_gpu.py
+
+bench-images: venv host-deps
+	$(BIN)/python bench/bench_images.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,29 @@
+"""gpu-validate: the node-side CLI (detect, run, report, fleet, baselines, bench)."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from validator import __version__
+from validator.clibase import ErrorHandlingGroup, root_options, setup_logging
+
+# Each subcommand lives in validator/commands/<module>.py and exposes `command`.
+SUBCOMMANDS: list = [
+]
+
+
+@click.group(cls=ErrorHandlingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@root_options
+@click.version_option(__version__, prog_name="gpu-validate")
+@click.pass_context
+def main(ctx, debug, verbose):
+    """Check a GPU node: detection, validation in 8 groups, benchmarks, reports."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    setup_logging(debug, verbose)
+
+
+for _name in SUBCOMMANDS:
+    main.add_command(importlib.import_module(f"validator.commands.{_name}").command)

@@ -1,0 +1,35 @@
+"""Shared CLI plumbing: typed errors become a message and an exit code; tracebacks only with --debug."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from validator.errors import GpuforgeError
+
+
+class ErrorHandlingGroup(click.Group):
+    """A click group that prints GpuforgeError as 'error: ...' and exits with its code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GpuforgeError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {e}", err=True)
+            sys.exit(e.exit_code)
+
+
+def setup_logging(debug: bool, verbose: bool = False) -> None:
+    level = logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def root_options(f):
+    """--debug / --verbose on a root group, stored in ctx.obj."""
+    f = click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")(f)
+    f = click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")(f)
+    return f
