@@ -1,0 +1,107 @@
+"""Small typed readers for YAML data: each failure is a ConfigError naming file, key path and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Collection, Iterator, Mapping, Optional, Tuple, Union
+
+import yaml
+
+from validator.errors import ConfigError
+
+_MISSING = object()
+
+
+def load_yaml(path: Union[str, Path]) -> Any:
+    """Parse a YAML file; a missing file or a syntax error is a ConfigError, not a traceback."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(path), "(file)", "a readable YAML file", e.strerror or str(e)) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "(file)"
+        raise ConfigError(str(path), where, "valid YAML", str(getattr(e, "problem", e))) from None
+
+
+class Reader:
+    """A cursor into parsed YAML: `r.key("gpus").index(3).key("peak_tflops")` tracks the key path for errors."""
+
+    def __init__(self, file: str, value: Any, path: str = ""):
+        self.file = file
+        self.value = value
+        self.path = path
+
+    def fail(self, expected: str, got: Any = _MISSING, key: Optional[str] = None) -> ConfigError:
+        where = key if key is not None else (self.path or "(top level)")
+        return ConfigError(self.file, where, expected, None if got is _MISSING else got)
+
+    def _child_path(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def mapping(self, allowed: Optional[Collection[str]] = None) -> "Reader":
+        """Assert a mapping; with `allowed`, unknown keys (typos) are errors too."""
+        if not isinstance(self.value, Mapping):
+            raise self.fail("a mapping", self.value)
+        if allowed is not None:
+            for k in self.value:
+                if k not in allowed:
+                    raise self.fail(f"one of the keys {', '.join(sorted(allowed))}", k, key=self._child_path(str(k)))
+        return self
+
+    def key(self, name: str, default: Any = _MISSING) -> "Reader":
+        self.mapping()
+        if name not in self.value:
+            if default is _MISSING:
+                raise self.fail("this key to be present", key=self._child_path(name))
+            return Reader(self.file, default, self._child_path(name))
+        return Reader(self.file, self.value[name], self._child_path(name))
+
+    def items(self) -> Iterator[Tuple[str, "Reader"]]:
+        self.mapping()
+        for k, v in self.value.items():
+            yield str(k), Reader(self.file, v, self._child_path(str(k)))
+
+    def list(self, nonempty: bool = False) -> Iterator["Reader"]:
+        if not isinstance(self.value, list) or (nonempty and not self.value):
+            raise self.fail("a non-empty list" if nonempty else "a list", self.value)
+        for i, v in enumerate(self.value):
+            yield Reader(self.file, v, f"{self.path}[{i}]")
+
+    def str(self, choices: Optional[Collection[str]] = None, nonempty: bool = True) -> str:
+        v = self.value
+        if not isinstance(v, str) or (nonempty and not v.strip()):
+            raise self.fail("a non-empty string" if nonempty else "a string", v)
+        if choices is not None and v not in choices:
+            raise self.fail(f"one of {', '.join(choices)}", v)
+        return v
+
+    def int(self, lo: Optional[int] = None, hi: Optional[int] = None) -> int:
+        v = self.value
+        if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise self.fail(_range_text("an integer", lo, hi), v)
+        return v
+
+    def number(self, lo: Optional[float] = None, hi: Optional[float] = None) -> float:
+        v = self.value
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (lo is not None and v < lo) or (
+            hi is not None and v > hi
+        ):
+            raise self.fail(_range_text("a number", lo, hi), v)
+        return float(v)
+
+    def optional(self) -> Optional["Reader"]:
+        return None if self.value is None else self
+
+
+def _range_text(kind: str, lo, hi) -> str:
+    if lo is not None and hi is not None:
+        return f"{kind} from {lo} to {hi}"
+    if lo is not None:
+        return f"{kind} >= {lo}"
+    if hi is not None:
+        return f"{kind} <= {hi}"
+    return kind
