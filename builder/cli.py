@@ -13,6 +13,7 @@ from validator.clibase import ErrorHandlingGroup, root_options, setup_logging
 SUBCOMMANDS: list = [
     "build",
     "idlists",
+    "compat",
 ]
 
 

@@ -193,6 +193,13 @@ def lists_for_driver(driver_version: str, sets: Optional[Tuple[IdListSet, ...]] 
     return None
 
 
+def offered(sets: Optional[Tuple[IdListSet, ...]] = None, extra: Tuple[str, ...] = ()) -> List[Tuple[str, Optional[DriverLists]]]:
+    """(driver version, its lists) for every shipped set plus `extra` versions (e.g. a tesla driver)."""
+    sets = load_all() if sets is None else sets
+    versions = list(dict.fromkeys([s.driver_version for s in sets] + list(extra)))
+    return [(v, lists_for_driver(v, sets)) for v in versions]
+
+
 def driver_versions(sets: Optional[Tuple[IdListSet, ...]] = None) -> List[str]:
     """Driver versions with their own shipped set, oldest first."""
     return [s.driver_version for s in (load_all() if sets is None else sets)]
