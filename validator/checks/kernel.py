@@ -1,0 +1,68 @@
+"""kernel group: the profile's command-line flags and sysctls in effect, the NVIDIA modules loaded."""
+
+from __future__ import annotations
+
+from validator.checks.base import bad, check, fail, ok, skip, warn
+from validator.checks.context import Context
+from validator.checks.iommu import IOMMU_KEYS
+from validator.checks.memory import OWNED_SYSCTLS
+from validator.parse import cmdline_has, sysctl_equal
+
+# Sysctls checked by another group's check: each setting is judged by exactly one check.
+_OWNED_ELSEWHERE = set(OWNED_SYSCTLS) | {"kernel.numa_balancing"}
+
+
+@check("kernel.cmdline", "kernel", "quick", "Kernel command line (tuning profile)")
+def cmdline(ctx: Context):
+    flags = [f for f in ctx.profile.cmdline if f.split("=")[0] not in IOMMU_KEYS]
+    if not flags:
+        return skip("not checked: the tuning profile sets no other kernel parameters")
+    params = ctx.cmdline
+    missing = [f for f in flags if not cmdline_has(params, f)]
+    if not missing:
+        return ok(" ".join(flags), " ".join(flags))
+    return bad(ctx.profile.enforce, "missing: " + " ".join(missing), " ".join(flags),
+               "add them to GRUB_CMDLINE_LINUX and run update-grub (gpuforge images bake them)")
+
+
+@check("kernel.sysctl", "kernel", "quick", "Sysctls (tuning profile)")
+def sysctl(ctx: Context):
+    items = [(k, v) for k, v in ctx.profile.sysctl if k not in _OWNED_ELSEWHERE]
+    if not items:
+        return skip("not checked: the tuning profile sets no other sysctls")
+    obs, wrong, unreadable = [], [], []
+    for k, v in items:
+        try:
+            cur = ctx.sysctl(k)
+        except Exception as e:  # Unavailable: this kernel has no such sysctl
+            unreadable.append(f"{k} ({e})")
+            continue
+        obs.append(f"{k} = {cur}")
+        if not sysctl_equal(cur, v):
+            wrong.append(k)
+    exp = ", ".join(f"{k} = {v}" for k, v in items)
+    if wrong:
+        want = dict(items)
+        return bad(ctx.profile.enforce, ", ".join(obs), exp,
+                   "sysctl -w " + " ".join(f"{k}={want[k]}" for k in wrong) + " (persist in /etc/sysctl.d)")
+    if unreadable and not obs:
+        return skip("not readable: " + "; ".join(unreadable), exp)
+    return ok(", ".join(obs) + (f"; not on this kernel: {', '.join(unreadable)}" if unreadable else ""), exp)
+
+
+@check("kernel.modules", "kernel", "quick", "NVIDIA kernel modules loaded")
+def modules(ctx: Context):
+    mods = ctx.modules
+    want = list(ctx.profile.modules)
+    ib = ctx.node.listdir("/sys/class/infiniband", [])
+    if ib and "nvidia_peermem" not in want:
+        want.append("nvidia_peermem")  # GPUDirect RDMA needs it when an RDMA device is present
+    missing = [m for m in want if m not in mods]
+    loaded = [m for m in want if m in mods]
+    observed = "loaded: " + (" ".join(loaded) or "none") + (f"; missing: {' '.join(missing)}" if missing else "")
+    exp = " ".join(want) + (" (InfiniBand present)" if ib else "")
+    if "nvidia" in missing:
+        return fail(observed, exp, "modprobe nvidia (install the precompiled driver for this kernel)")
+    if missing:
+        return warn(observed, exp, "modprobe " + " ".join(missing))
+    return ok(observed, exp)

@@ -1,0 +1,166 @@
+"""One interface to read a node: files under a root directory and commands, live or replayed from a snapshot."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Union
+
+from validator import subp
+from validator.errors import CommandError, GpuforgeError, ToolMissing
+from validator.subp import CmdResult
+
+_RAISE = object()
+# How a capture script records "the program is not installed" (timeout(1)/sh exit 127).
+_NOT_FOUND_RE = re.compile(r"(failed to run command|command not found|No such file or directory)", re.I)
+
+
+class NodeReadError(GpuforgeError):
+    """A file on the node could not be read: checks turn this into `skip` with the reason."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class NotCaptured(ToolMissing):
+    """A replayed command whose output the snapshot does not hold."""
+
+    def __init__(self, name: str, argv: Sequence[str]):
+        super().__init__(list(argv) or [name])
+        self.message = f"{name} not captured in this snapshot"
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.message
+
+
+Runner = Callable[[str, Sequence[str], Optional[float]], CmdResult]
+
+
+def live_runner(name: str, argv: Sequence[str], timeout: Optional[float] = 30) -> CmdResult:
+    """Run argv for real through validator.subp (any exit status is returned, not raised)."""
+    return subp.run(argv, timeout=timeout, check=False)
+
+
+class ReplayRunner:
+    """Answer commands from a snapshot's cmd/NAME (stdout) and cmd/NAME.rc ("rc=N" or "N")."""
+
+    def __init__(self, cmd_dir: Path):
+        self.cmd_dir = Path(cmd_dir)
+
+    def __call__(self, name: str, argv: Sequence[str], timeout: Optional[float] = None) -> CmdResult:
+        out_path = self.cmd_dir / name
+        if not out_path.is_file():
+            raise NotCaptured(name, argv)
+        out = out_path.read_text(errors="replace")
+        rc = 0
+        rc_path = self.cmd_dir / (name + ".rc")
+        if rc_path.is_file():
+            m = re.search(r"-?\d+", rc_path.read_text())
+            rc = int(m.group(0)) if m else 0
+        if rc in (126, 127) and (_NOT_FOUND_RE.search(out) or not out.strip()):
+            raise ToolMissing(list(argv) or [name])
+        return CmdResult(tuple(argv), rc, out, "")
+
+
+class Node:
+    """A node seen through a root directory (`/` live, a snapshot in tests) and a command runner."""
+
+    def __init__(self, root: Union[str, Path] = "/", runner: Optional[Runner] = None, live: Optional[bool] = None):
+        self.root = Path(root)
+        self.runner: Runner = runner or live_runner
+        # live = commands really run here (NVML, CUDA child, docker are allowed)
+        self.live = (self.runner is live_runner) if live is None else live
+        self._which_cache: Optional[dict] = None
+
+    @classmethod
+    def open(cls, root: Union[str, Path] = "/") -> "Node":
+        """`/` is the live node; any other root with a cmd/ folder is a snapshot replayed from it."""
+        root = Path(root)
+        if root.resolve() != Path("/") and (root / "cmd").is_dir():
+            return cls(root, ReplayRunner(root / "cmd"), live=False)
+        return cls(root, live_runner, live=root.resolve() == Path("/"))
+
+    # ---- files -------------------------------------------------------------------------------
+    def path(self, rel: str) -> Path:
+        return self.root / rel.lstrip("/")
+
+    def exists(self, rel: str) -> bool:
+        return self.path(rel).exists()
+
+    def read_text(self, rel: str, default=_RAISE) -> str:
+        """File text, or `default`; without a default raise NodeReadError naming the file."""
+        try:
+            return self.path(rel).read_text(errors="replace")
+        except (OSError, ValueError) as e:
+            if default is not _RAISE:
+                return default
+            reason = "not present" if isinstance(e, FileNotFoundError) else (getattr(e, "strerror", None) or str(e))
+            raise NodeReadError("/" + rel.lstrip("/"), reason) from None
+
+    def read_int(self, rel: str, default=_RAISE) -> int:
+        """A sysfs/procfs integer (decimal or 0x hex)."""
+        text = self.read_text(rel, None if default is not _RAISE else _RAISE)
+        if text is None:
+            return default
+        try:
+            return int(text.strip().split()[0], 0)
+        except (ValueError, IndexError):
+            if default is not _RAISE:
+                return default
+            raise NodeReadError("/" + rel.lstrip("/"), f"expected an integer, got {text.strip()[:40]!r}") from None
+
+    def listdir(self, rel: str, default=_RAISE) -> List[str]:
+        try:
+            return sorted(os.listdir(self.path(rel)))
+        except OSError as e:
+            if default is not _RAISE:
+                return default
+            raise NodeReadError("/" + rel.lstrip("/"), "not present" if isinstance(e, FileNotFoundError) else str(e)) from None
+
+    def glob(self, pattern: str) -> List[str]:
+        """Paths (relative to root, with a leading /) matching pattern."""
+        return sorted("/" + str(p.relative_to(self.root)) for p in self.root.glob(pattern.lstrip("/")))
+
+    # ---- commands ----------------------------------------------------------------------------
+    def cmd(self, name: str, argv: Sequence[str], timeout: Optional[float] = 30) -> CmdResult:
+        """Run (or replay) a command; raises ToolMissing when the program is absent, never returns 'no GPU'."""
+        return self.runner(name, list(argv), timeout)
+
+    def cmd_ok(self, name: str, argv: Sequence[str], timeout: Optional[float] = 30) -> str:
+        """stdout of a command that must succeed; CommandError otherwise."""
+        res = self.cmd(name, argv, timeout)
+        if res.returncode != 0:
+            raise CommandError(list(argv), res.returncode, res.stdout, res.stderr)
+        return res.stdout
+
+    def which(self, tool: str) -> Optional[str]:
+        """Path of a program on the node (live: PATH lookup; snapshot: cmd/which.txt), None if missing."""
+        if self.live:
+            return shutil.which(tool) or next(
+                (p for p in (f"/usr/sbin/{tool}", f"/sbin/{tool}", f"/usr/local/bin/{tool}") if os.access(p, os.X_OK)),
+                None,
+            )
+        if self._which_cache is None:
+            self._which_cache = {}
+            try:
+                text = self.runner("which.txt", ["which"], None).stdout
+            except (ToolMissing, CommandError):
+                text = ""
+            for line in text.splitlines():
+                key, _, val = line.partition(":")
+                val = val.strip()
+                if key.strip():
+                    self._which_cache[key.strip()] = None if val in ("", "missing") else val
+        return self._which_cache.get(tool)
+
+    def which_known(self, tool: str) -> bool:
+        """True when a snapshot recorded whether `tool` exists (live nodes always know)."""
+        if self.live:
+            return True
+        self.which(tool)
+        return tool in (self._which_cache or {})

@@ -1,0 +1,107 @@
+"""The one NVML wrapper: GPU facts through pynvml as typed GpuInfo (each field = the nvidia-smi one named in GpuInfo)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional
+
+from validator.nvsmi import GpuData, GpuInfo
+from validator.parse import normalize_bus_id
+
+log = logging.getLogger("gpuforge.nvml")
+
+# NVML clock-event bits (facts.md) -> the short names nvsmi.py uses
+_EVENT_BITS = {
+    0x1: "gpu_idle", 0x2: "applications_clocks", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
+    0x10: "sync_boost", 0x20: "sw_thermal_slowdown", 0x40: "hw_thermal_slowdown", 0x80: "hw_power_brake",
+    0x100: "display_clocks",
+}
+
+
+class NvmlUnavailable(Exception):
+    """pynvml is not installed or libnvidia-ml does not load: fall back to nvidia-smi."""
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def read_nvml() -> GpuData:
+    """All GPUs through NVML; raises NvmlUnavailable when the library cannot be used."""
+    try:
+        import pynvml as N  # nvidia-ml-py
+    except Exception as e:  # ImportError, or a broken install
+        raise NvmlUnavailable(f"pynvml not importable: {e}") from None
+    try:
+        N.nvmlInit()
+    except Exception as e:
+        raise NvmlUnavailable(f"NVML init failed: {e}") from None
+    try:
+        def q(fn: Callable, *a, conv: Callable = lambda x: x) -> Optional[Any]:
+            try:
+                return conv(fn(*a))
+            except Exception:  # NVMLError_NotSupported and friends: that field is N/A on this GPU
+                return None
+
+        driver = q(N.nvmlSystemGetDriverVersion, conv=_s)
+        cuda = q(N.nvmlSystemGetCudaDriverVersion_v2, conv=lambda v: f"{v // 1000}.{(v % 1000) // 10}")
+        gpus = []
+        for i in range(N.nvmlDeviceGetCount()):
+            h = N.nvmlDeviceGetHandleByIndex(i)
+            pci = q(N.nvmlDeviceGetPciInfo, h)
+            ecc = q(N.nvmlDeviceGetEccMode, h)  # (current, pending)
+            remap = q(N.nvmlDeviceGetRemappedRows, h)  # (corr, unc, pending, failure)
+            reasons = q(N.nvmlDeviceGetCurrentClocksEventReasons, h)
+            if reasons is None:
+                reasons = q(N.nvmlDeviceGetCurrentClocksThrottleReasons, h)
+            unc = N.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
+            cor = N.NVML_MEMORY_ERROR_TYPE_CORRECTED
+            mw = lambda v: v / 1000.0  # noqa: E731  NVML reports milliwatts
+            gpus.append(GpuInfo(
+                index=i,
+                bus_id=normalize_bus_id(_s(pci.busId)) if pci is not None else None,
+                name=q(N.nvmlDeviceGetName, h, conv=_s),
+                uuid=q(N.nvmlDeviceGetUUID, h, conv=_s),
+                pci_device_id=(pci.pciDeviceId >> 16) & 0xFFFF if pci is not None else None,
+                vbios=q(N.nvmlDeviceGetVbiosVersion, h, conv=_s),
+                persistence=q(N.nvmlDeviceGetPersistenceMode, h, conv=bool),
+                mig_enabled=q(N.nvmlDeviceGetMigMode, h, conv=lambda m: bool(m[0])),
+                ecc_enabled=bool(ecc[0]) if ecc else None,
+                ecc_pending=bool(ecc[1]) if ecc else None,
+                dbe_volatile=q(N.nvmlDeviceGetTotalEccErrors, h, unc, N.NVML_VOLATILE_ECC),
+                dbe_aggregate=q(N.nvmlDeviceGetTotalEccErrors, h, unc, N.NVML_AGGREGATE_ECC),
+                sbe_volatile=q(N.nvmlDeviceGetTotalEccErrors, h, cor, N.NVML_VOLATILE_ECC),
+                retired_sbe=q(N.nvmlDeviceGetRetiredPages, h, N.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS, conv=len),
+                retired_dbe=q(N.nvmlDeviceGetRetiredPages, h, N.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR, conv=len),
+                retired_pending=q(N.nvmlDeviceGetRetiredPagesPendingStatus, h, conv=bool),
+                remap_corr=remap[0] if remap else None,
+                remap_unc=remap[1] if remap else None,
+                remap_pending=bool(remap[2]) if remap else None,
+                remap_failure=bool(remap[3]) if remap else None,
+                temp_c=q(N.nvmlDeviceGetTemperature, h, N.NVML_TEMPERATURE_GPU, conv=float),
+                temp_slowdown_c=q(N.nvmlDeviceGetTemperatureThreshold, h, N.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN, conv=float),
+                temp_shutdown_c=q(N.nvmlDeviceGetTemperatureThreshold, h, N.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN, conv=float),
+                power_draw_w=q(N.nvmlDeviceGetPowerUsage, h, conv=mw),
+                power_limit_w=q(N.nvmlDeviceGetEnforcedPowerLimit, h, conv=mw),
+                power_default_w=q(N.nvmlDeviceGetPowerManagementDefaultLimit, h, conv=mw),
+                power_max_w=q(N.nvmlDeviceGetPowerManagementLimitConstraints, h, conv=lambda c: c[1] / 1000.0),
+                clock_events=tuple(n for b, n in _EVENT_BITS.items() if reasons and reasons & b),
+                pcie_gen=q(N.nvmlDeviceGetCurrPcieLinkGeneration, h),
+                pcie_gen_max=q(N.nvmlDeviceGetMaxPcieLinkGeneration, h),
+                pcie_width=q(N.nvmlDeviceGetCurrPcieLinkWidth, h),
+                pcie_width_max=q(N.nvmlDeviceGetMaxPcieLinkWidth, h),
+                replay_count=q(N.nvmlDeviceGetPcieReplayCounter, h),
+                memory_total_mib=q(N.nvmlDeviceGetMemoryInfo, h, conv=lambda m: m.total // (1 << 20)),
+                sm_clock_mhz=q(N.nvmlDeviceGetClockInfo, h, N.NVML_CLOCK_SM),
+                sm_clock_max_mhz=q(N.nvmlDeviceGetMaxClockInfo, h, N.NVML_CLOCK_SM),
+            ))
+        return GpuData("nvml", driver, cuda, tuple(gpus))
+    except NvmlUnavailable:
+        raise
+    except Exception as e:  # a GPU that NVML cannot enumerate: let nvidia-smi give its own view
+        raise NvmlUnavailable(f"NVML query failed: {e}") from None
+    finally:
+        try:
+            N.nvmlShutdown()
+        except Exception:
+            pass

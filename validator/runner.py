@@ -1,0 +1,110 @@
+"""Run the registered checks for a level: each check isolated, timed, its failure to read turned into `skip`."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+import traceback
+from typing import Iterable, List, Optional, Sequence
+
+import validator.checks  # noqa: F401  (registers the built-in checks)
+from validator.checks.base import (FULL_LEVEL_MODULES, LEVELS, PROVIDERS, REGISTRY, CheckResult, CheckSpec, Outcome,
+                                   Unavailable, level_includes)
+from validator.checks.context import Context
+from validator.errors import CommandError, ToolMissing
+from validator.node import NodeReadError, NotCaptured
+
+log = logging.getLogger("gpuforge.runner")
+
+
+def _load_full_level_modules() -> List[str]:
+    """Import the modules that hook full-level checks in; a module that is absent adds nothing."""
+    problems = []
+    for name in FULL_LEVEL_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name and (name == e.name or name.startswith(e.name + ".")):
+                log.info("full level: %s not installed", name)
+                continue
+            problems.append(f"{name}: {e}")
+        except Exception as e:  # a broken plugin must not stop the built-in checks
+            problems.append(f"{name}: {type(e).__name__}: {e}")
+    return problems
+
+
+def specs_for(level: str, groups: Optional[Sequence[str]] = None, ids: Optional[Sequence[str]] = None) -> List[CheckSpec]:
+    """The checks a run at `level` executes: built-in ones plus those providers add, in registration order."""
+    specs = list(REGISTRY)
+    for provider in list(PROVIDERS):
+        try:
+            specs.extend(provider())
+        except Exception as e:
+            log.warning("check provider %r failed: %s", provider, e)
+    seen, out = set(), []
+    for s in specs:
+        if s.id in seen or not level_includes(level, s.level):
+            continue
+        if groups and s.group not in groups:
+            continue
+        if ids and not any(s.id == i or s.id.startswith(i.rstrip("*")) for i in ids):
+            continue
+        seen.add(s.id)
+        out.append(s)
+    return out
+
+
+def _outcomes(spec: CheckSpec, ctx: Context) -> List[Outcome]:
+    try:
+        res = spec.func(ctx)
+    except Unavailable as e:
+        return [Outcome("skip", str(e))]
+    except NotCaptured as e:
+        return [Outcome("skip", str(e))]
+    except ToolMissing as e:
+        return [Outcome("skip", f"tool missing: {e.argv[0]}")]
+    except NodeReadError as e:
+        return [Outcome("skip", f"{e.path}: {e.reason}")]
+    except CommandError as e:
+        return [Outcome("skip", e.message.splitlines()[0])]
+    except Exception as e:  # a bug in one check: report it loudly, keep running the others
+        log.debug("check %s crashed:\n%s", spec.id, traceback.format_exc())
+        return [Outcome("fail", f"check crashed: {type(e).__name__}: {e}"[:300], "",
+                        "validator bug: rerun with --debug and report it")]
+    if isinstance(res, Outcome):
+        return [res]
+    res = list(res or [])
+    bad = [r for r in res if not isinstance(r, Outcome)]
+    if bad or not res:
+        return [Outcome("fail", f"check returned {bad[0]!r}" if bad else "check returned nothing", "",
+                        "validator bug: report it")]
+    return res
+
+
+def run_checks(ctx: Context, level: str = "quick", groups: Optional[Sequence[str]] = None,
+               ids: Optional[Sequence[str]] = None) -> List[CheckResult]:
+    """Every check for the level, in order; one failing or crashing check never stops the rest."""
+    if level not in LEVELS:
+        raise ValueError(f"level {level!r} not in {LEVELS}")
+    problems = _load_full_level_modules() if level == "full" else []
+    results: List[CheckResult] = []
+    specs = specs_for(level, groups, ids)
+    for spec in specs:
+        t0 = time.perf_counter()
+        outs = _outcomes(spec, ctx)
+        ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(outs))
+        for o in outs:
+            status = o.status if o.status in ("pass", "warn", "fail", "skip") else "fail"
+            results.append(CheckResult(spec.id, spec.group, spec.level, status, spec.title, o.observed, o.expected,
+                                       o.remedy or (spec.remedy if status in ("warn", "fail") else ""), o.subject,
+                                       o.metric, round(ms, 3)))
+    if level == "full" and not groups and not ids:
+        full = [s for s in specs if s.level == "full"]
+        for p in problems:
+            results.append(CheckResult("gpu.bench_suite", "gpu", "full", "fail", "Benchmark suite hook", p, "loads",
+                                       "fix the benchmark module (validator.bench)"))
+        if not full and not problems:
+            results.append(CheckResult("gpu.bench_suite", "gpu", "full", "skip", "Benchmark suite hook",
+                                       "no full-level checks registered (validator.bench not installed)"))
+    return results
