@@ -1,0 +1,76 @@
+"""gpu-validate detect: which NVIDIA GPUs, which driver is loaded, and what this node should install."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from validator.catalog import load_catalog
+from validator.detect import Detection, detect
+from validator.errors import UserError
+from validator.idlists import offered as shipped_offered
+
+
+def render_text(d: Detection) -> str:
+    out = [f"Node root:   {d.root}", f"Kernel:      {d.kernel or 'unknown (not readable)'}"]
+    if d.driver.loaded:
+        flav = {"open": "open kernel module", "proprietary": "proprietary kernel module"}.get(d.driver.flavour, "flavour unknown")
+        cuda = f"; runs CUDA up to {d.driver_max_cuda}" if d.driver_max_cuda else ""
+        version = " ".join(x for x in (d.driver.version, d.driver.flavour) if x)
+        out.append(f"Driver:      {version} ({flav}, from {d.driver.source}){cuda}")
+        for name, dec in d.driver_check:
+            out.append(f"             {'supports' if dec.ok else 'does NOT support'} {name} [{dec.rule}]: {dec.reason}")
+    else:
+        out.append("Driver:      not loaded")
+    out.append(f"GPUs ({len(d.gpus)}):")
+    for g in d.gpus:
+        if g.model:
+            m = g.model
+            out.append(
+                f"  {g.pci.address}  {g.pci.pci_id}  {m.name}  {m.arch}  compute capability {m.compute_capability}"
+                f"  {m.memory_gb:g} GB  NUMA node {g.pci.numa_node}"
+            )
+        else:
+            out.append(f"  {g.pci.address}  {g.pci.pci_id}  {g.name}")
+    p = d.plan
+    if p is not None:
+        if p.ok:
+            out.append(f"Recommended: driver {p.driver_version} (branch {p.branch}), {p.flavour} kernel modules, CUDA {p.cuda}")
+            out.append(f"             because [{p.reason.rule}] {p.reason.reason}")
+            out.append(f"Package:     {p.package or 'unknown (kernel not readable)'}")
+        else:
+            out.append(f"Recommended: none [{p.reason.rule}]: {p.reason.reason}")
+    for n in d.notes:
+        out.append(f"Note:        {n}")
+    return "\n".join(out)
+
+
+@click.command("detect")
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("/"),
+              show_default=True, help="Read the node under this directory (a capture in tests).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (what the first-boot hook reads).")
+@click.option("--cuda", help="Plan for this CUDA version (default: the newest the chosen driver runs).")
+@click.option("--offer", "offers", multiple=True,
+              help="Driver versions available to this node (repeat; default: every driver with shipped ID lists).")
+@click.option("--catalog", "catalog_path", envvar="GPUFORGE_CATALOG", type=click.Path(),
+              help="GPU catalog YAML (default: the packaged one).")
+@click.pass_context
+def command(ctx, root, as_json, cuda, offers, catalog_path):
+    """Detect NVIDIA GPUs, the loaded driver and kernel; recommend branch, flavour, CUDA and the kmod package.
+
+    Exit 0 when every GPU is known and an offered driver fits, 1 otherwise, 2 on bad input."""
+    cat = load_catalog(catalog_path)
+    if cuda is not None:
+        cat.cuda_min_driver_for(cuda)
+    offered = shipped_offered(extra=tuple(offers))
+    if offers:
+        offered = [o for o in offered if o[0] in offers]
+        for v in offers:
+            if not v.replace(".", "").isdigit():
+                raise UserError(f"--offer {v!r} is not a driver version", hint="like 550.163.01")
+    d = detect(root, cat, offered, cuda)
+    click.echo(json.dumps(d.to_dict(), indent=2) if as_json else render_text(d))
+    healthy = all(g.model is not None for g in d.gpus) and (d.plan is None or d.plan.ok)
+    ctx.exit(0 if healthy else 1)

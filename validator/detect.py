@@ -1,0 +1,248 @@
+"""GPU detection: PCI scan + catalog names + loaded driver + kernel -> what this node should run.
+
+Readers take a root directory (`/` live, a node capture in tests); `analyse` is pure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+from validator.catalog import Catalog, GpuModel
+from validator.errors import UserError
+from validator.idlists import DriverLists, lists_for_driver
+from validator.pci import PciGpu, scan_gpus
+from validator.pkgname import kmod_package_name
+from validator.selection import (
+    FLAVOUR_PREFERENCE, Decision, DriverChoice, R_NO_DRIVER, evaluate_driver, max_cuda, vkey,
+)
+
+SCHEMA_VERSION = 1
+_NVRM = re.compile(r"NVRM version:.*?\s(\d{3}\.\d+(?:\.\d+)?)\s")
+_VERSION = re.compile(r"^\d{3}\.\d+(?:\.\d+)?$")
+_LINUX_VERSION = re.compile(r"^Linux version (\S+)")
+
+
+@dataclass(frozen=True)
+class LoadedDriver:
+    """The NVIDIA kernel driver loaded on the node; version None when none is loaded (or readable)."""
+
+    version: Optional[str] = None
+    flavour: Optional[str] = None  # open | proprietary | None (only /sys/module/nvidia/version was readable)
+    source: str = ""  # the file it was read from
+
+    @property
+    def loaded(self) -> bool:
+        return self.version is not None
+
+
+def _read(root: Path, rel: str) -> Optional[str]:
+    try:
+        return (root / rel).read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def read_loaded_driver(root: Path) -> LoadedDriver:
+    """/proc/driver/nvidia/version (version + 'Open Kernel Module' => open), else /sys/module/nvidia/version."""
+    text = _read(root, "proc/driver/nvidia/version")
+    if text:
+        for line in text.splitlines():
+            m = _NVRM.search(line + " ")
+            if m:
+                flavour = "open" if "Open Kernel Module" in line else "proprietary"
+                return LoadedDriver(m.group(1), flavour, "/proc/driver/nvidia/version")
+    text = _read(root, "sys/module/nvidia/version")
+    if text and _VERSION.match(text.strip()):
+        return LoadedDriver(text.strip(), None, "/sys/module/nvidia/version")
+    return LoadedDriver()
+
+
+def read_kernel(root: Path) -> Optional[str]:
+    """The running kernel release (uname -r): proc/sys/kernel/osrelease, else the 'Linux version' line."""
+    text = _read(root, "proc/sys/kernel/osrelease")
+    if text and text.strip():
+        return text.strip()
+    text = _read(root, "proc/version")
+    if text:
+        m = _LINUX_VERSION.match(text.strip())
+        if m:
+            return m.group(1)
+    return None
+
+
+@dataclass(frozen=True)
+class DetectedGpu:
+    pci: PciGpu
+    model: Optional[GpuModel]  # None: an NVIDIA device the catalog does not know (reported, never dropped)
+
+    @property
+    def name(self) -> str:
+        return self.model.name if self.model else f"unknown NVIDIA device {self.pci.pci_id}"
+
+    def to_dict(self) -> dict:
+        m = self.model
+        return {
+            "address": self.pci.address,
+            "pci_id": self.pci.pci_id,
+            "subsystem_id": None
+            if self.pci.subsystem_device_id is None
+            else f"{self.pci.subsystem_vendor_id or 0:04x}:{self.pci.subsystem_device_id:04x}",
+            "known": m is not None,
+            "name": self.name,
+            "family": m.family if m else None,
+            "arch": m.arch if m else None,
+            "compute_capability": m.compute_capability if m else None,
+            "memory_gb": m.memory_gb if m else None,
+            "numa_node": self.pci.numa_node,
+        }
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """The driver every known GPU of the node can use (newest offered), with a flavour common to all."""
+
+    ok: bool
+    driver_version: Optional[str]
+    flavour: Optional[str]
+    cuda: Optional[str]
+    package: Optional[str]
+    reason: Decision
+    per_model: Tuple[Tuple[str, Tuple[DriverChoice, ...]], ...] = ()
+
+    @property
+    def branch(self) -> Optional[int]:
+        return None if self.driver_version is None else int(self.driver_version.split(".")[0])
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "driver_version": self.driver_version,
+            "branch": self.branch,
+            "flavour": self.flavour,
+            "cuda": self.cuda,
+            "package": self.package,
+            "rule": self.reason.rule,
+            "reason": self.reason.reason,
+            "per_model": {name: [c.to_dict() for c in choices] for name, choices in self.per_model},
+        }
+
+
+@dataclass(frozen=True)
+class Detection:
+    root: str
+    kernel: Optional[str]
+    driver: LoadedDriver
+    gpus: Tuple[DetectedGpu, ...]
+    plan: Optional[NodePlan]  # None when the node has no known GPU
+    driver_check: Tuple[Tuple[str, Decision], ...] = ()  # loaded driver vs each model
+    driver_max_cuda: Optional[str] = None
+    notes: Tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def models(self) -> Tuple[GpuModel, ...]:
+        return tuple(dict.fromkeys(g.model for g in self.gpus if g.model is not None))
+
+    def to_dict(self) -> dict:
+        counts = Counter(g.name for g in self.gpus)
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "root": self.root,
+            "kernel": self.kernel,
+            "driver": {
+                "loaded": self.driver.loaded,
+                "version": self.driver.version,
+                "flavour": self.driver.flavour,
+                "source": self.driver.source or None,
+                "max_cuda": self.driver_max_cuda,
+                "supports": {name: d.to_dict() for name, d in self.driver_check},
+            },
+            "gpu_count": len(self.gpus),
+            "gpu_models": dict(counts),
+            "gpus": [g.to_dict() for g in self.gpus],
+            "recommendation": None if self.plan is None else self.plan.to_dict(),
+            "notes": list(self.notes),
+        }
+
+
+def plan_node(
+    models: Sequence[GpuModel],
+    offered: Sequence[Tuple[str, Optional[DriverLists]]],
+    catalog: Catalog,
+    kernel: Optional[str],
+    cuda: Optional[str] = None,
+) -> NodePlan:
+    """Newest offered driver whose ID lists carry every model, with a flavour all of them allow (open first)."""
+    ordered = sorted(offered, key=lambda o: vkey(o[0]), reverse=True)
+    per_model = tuple(
+        (m.name, tuple(evaluate_driver(m, v, lists, catalog, cuda) for v, lists in ordered)) for m in models
+    )
+    for i, (version, _) in enumerate(ordered):
+        choices = [pm[1][i] for pm in per_model]
+        if not all(c.ok for c in choices):
+            continue
+        common = [f for f in FLAVOUR_PREFERENCE if all(f in c.flavours for c in choices)]
+        if not common:
+            continue
+        flavour = common[0]
+        use_cuda = cuda or min((max_cuda(version, catalog, m) or "0.0" for m in models), key=vkey)
+        package = None
+        if kernel:
+            try:
+                package = kmod_package_name(version, flavour, kernel)
+            except UserError:
+                package = None
+        deciding = next(d for fl, d in choices[0].flavour_decisions if fl == flavour)
+        return NodePlan(True, version, flavour, use_cuda, package, deciding, per_model)
+    if not ordered:
+        return NodePlan(False, None, None, cuda, None, Decision(False, R_NO_DRIVER, "no driver is offered"), per_model)
+    # Nothing fits everything: say what blocked the newest driver for the first model it fails.
+    for name, choices in per_model:
+        if not choices[0].ok:
+            d = choices[0].deciding
+            versions = ", ".join(v for v, _ in ordered)
+            return NodePlan(False, None, None, cuda, None,
+                            Decision(False, d.rule, f"no offered driver ({versions}) fits {name}; newest: {d.reason}"), per_model)
+    return NodePlan(False, None, None, cuda, None,
+                    Decision(False, R_NO_DRIVER, "the GPUs of this node share no driver flavour"), per_model)
+
+
+def analyse(
+    root: str,
+    pci: Sequence[PciGpu],
+    driver: LoadedDriver,
+    kernel: Optional[str],
+    catalog: Catalog,
+    offered: Sequence[Tuple[str, Optional[DriverLists]]],
+    cuda: Optional[str] = None,
+) -> Detection:
+    """Pure: name the GPUs, judge the loaded driver, plan the driver/flavour/CUDA/package for the node."""
+    gpus = tuple(DetectedGpu(p, catalog.by_pci_id(p.device_id)) for p in pci)
+    models = tuple(dict.fromkeys(g.model for g in gpus if g.model is not None))
+    notes = []
+    unknown = sorted({g.pci.pci_id for g in gpus if g.model is None})
+    if unknown:
+        notes.append(f"unknown NVIDIA device(s) {', '.join(unknown)}: not in the catalog, left out of the plan")
+    if not gpus:
+        notes.append("no NVIDIA GPU on the PCI bus")
+    if kernel is None:
+        notes.append("running kernel not readable: no package name")
+    checks: List[Tuple[str, Decision]] = []
+    dmax = None
+    if driver.version:
+        lists = lists_for_driver(driver.version)
+        for m in models:
+            c = evaluate_driver(m, driver.version, lists, catalog, None, driver.flavour)
+            checks.append((m.name, c.deciding))
+        dmax = max_cuda(driver.version, catalog, models[0] if models else None)
+    plan = plan_node(models, offered, catalog, kernel, cuda) if models else None
+    return Detection(root, kernel, driver, gpus, plan, tuple(checks), dmax, tuple(notes))
+
+
+def detect(root: Path, catalog: Catalog, offered, cuda: Optional[str] = None) -> Detection:
+    """Read the node under root, then analyse it."""
+    root = Path(root)
+    return analyse(str(root), scan_gpus(root), read_loaded_driver(root), read_kernel(root), catalog, offered, cuda)
