@@ -45,3 +45,12 @@ def test_bus_links_preferred(tmp_path):
 
 def test_empty_root(tmp_path):
     assert scan_gpus(tmp_path) == []
+
+
+def test_relative_bus_links(tmp_path):
+    """A live /sys links bus entries relatively (../../../devices/...): followed inside root."""
+    _fn(tmp_path, "0000:00:01.0", "0x10de", "0x2331", "0x030200")
+    bus = tmp_path / "sys" / "bus" / "pci" / "devices"
+    bus.mkdir(parents=True)
+    (bus / "0000:00:01.0").symlink_to("../../../devices/pci0000:00/0000:00:01.0")
+    assert [g.device_id for g in scan_gpus(tmp_path)] == [0x2331]
