@@ -183,14 +183,29 @@ def lists_for_driver(driver_version: str, sets: Optional[Tuple[IdListSet, ...]] 
             return DriverLists(driver_version, s.get("nvidia"), s.get("nvidia-open"), f"nvidia-detect {s.package_version}")
     branch = int(driver_version.split(".")[0])
     for s in reversed(sets):
-        # The plain name wins over arch variants (nvidia-legacy-390xx over nvidia-legacy-390xx-amd64).
-        cands = sorted(
-            (lst for lst in s.lists if lst.name not in ("nvidia", "nvidia-open") and lst.branch == branch),
-            key=lambda lst: len(lst.name),
-        )
+        cands = [lst for lst in merged_lists(s) if lst.name not in ("nvidia", "nvidia-open") and lst.branch == branch]
         if cands:
-            return DriverLists(driver_version, cands[0], None, f"nvidia-detect {s.package_version} {cands[0].name}.ids")
+            return DriverLists(driver_version, cands[0], None, f"nvidia-detect {s.package_version}")
     return None
+
+
+_ARCH_SUFFIX = re.compile(r"-(amd64|i386|arm64|armhf|ppc64el)$")
+
+
+def merged_lists(s: IdListSet) -> Tuple[IdList, ...]:
+    """The set's lists with arch supplements folded in: nvidia-legacy-390xx-amd64 adds its IDs (the Volta
+    boards 390 drives on amd64 only) to nvidia-legacy-390xx. We build for amd64, so the union applies."""
+    base = {lst.name: lst for lst in s.lists if not _ARCH_SUFFIX.search(lst.name)}
+    for lst in s.lists:
+        m = _ARCH_SUFFIX.search(lst.name)
+        if m and m.group(1) == "amd64":
+            root = lst.name[: m.start()]
+            if root in base:
+                b = base[root]
+                base[root] = IdList(b.name, b.branch, b.flavour, b.ids | lst.ids)
+            else:
+                base[root] = IdList(root, lst.branch, lst.flavour, lst.ids)
+    return tuple(base[k] for k in sorted(base))
 
 
 def offered(sets: Optional[Tuple[IdListSet, ...]] = None, extra: Tuple[str, ...] = ()) -> List[Tuple[str, Optional[DriverLists]]]:

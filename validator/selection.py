@@ -237,3 +237,34 @@ def recommend(
         if all(c.branch_decision.rule == R_ID_LIST and not c.branch_decision.ok for c in choices):
             why = Decision(False, R_ID_LIST, f"{_gpu(model)} is in no offered driver's ID list ({versions}); the catalog says branch {model.min_branch}+ supports it")
     return Recommendation(model, False, None, None, cuda, choices, why)
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """A shipped ID list and the catalog's branch range/flavours disagree about a model (the list wins)."""
+
+    driver_version: str  # the nvidia-detect set it comes from
+    list_name: str
+    branch: int
+    flavour: str
+    model: str
+    catalog_says: bool
+    list_says: bool
+
+
+def catalog_vs_lists(catalog: Catalog, sets) -> Tuple[Disagreement, ...]:
+    """Every (list, model) where the catalog's min/max branch + flavours would answer otherwise than the list."""
+    out = []
+    from validator.idlists import merged_lists
+
+    for s in sets:
+        for lst in merged_lists(s):
+            if lst.branch is None:
+                continue
+            for m in catalog.models:
+                in_range = lst.branch >= m.min_branch and (m.max_branch is None or lst.branch <= m.max_branch)
+                claims = in_range and lst.flavour in m.flavours
+                has = any(i in lst for i in m.pci_ids)
+                if claims != has:
+                    out.append(Disagreement(s.driver_version, lst.name, lst.branch, lst.flavour, m.name, claims, has))
+    return tuple(out)

@@ -40,6 +40,19 @@ def list_cmd():
         click.echo(f"{s.driver_version:<12} {s.package_version:<16} {s.suite:<9} {names}")
 
 
+@command.command("check")
+def check():
+    """Where the catalog's branch range/flavours and the shipped lists disagree (selection follows the lists)."""
+    from validator.catalog import load_catalog
+    from validator.selection import catalog_vs_lists
+
+    rows = catalog_vs_lists(load_catalog(), load_all())
+    for d in rows:
+        verdict = "supports" if d.list_says else "does NOT support"
+        click.echo(f"{d.driver_version:<11} {d.list_name + '.ids':<28} {verdict:<16} {d.model:<16} (catalog alone would say {'yes' if d.catalog_says else 'no'})")
+    click.echo(f"{len(rows)} disagreement(s); the lists win.")
+
+
 @command.command("show")
 @click.argument("driver_version")
 @click.argument("list_name", default="nvidia")

@@ -139,3 +139,38 @@ def test_fetcher_with_fake_runner(tmp_path):
     back = read_set(r.path)
     assert back.get("nvidia").ids == {0x2330, 0x20B0, 0x27B8} and back.package_version == "535.261.03-1"
     assert [c[0] for c in calls] == ["apt-get", "apt-cache", "apt-get", "dpkg-deb"]
+
+
+def test_arch_supplement_merged():
+    s = build_set({"nvidia-legacy-390xx.ids": "10DE1234\n", "nvidia-legacy-390xx-amd64.ids": "10DE1DB1\n"},
+                  "535.261.03", "535.261.03-1", "bookworm")
+    dl = lists_for_driver("390.157", (s,))
+    assert dl.proprietary.name == "nvidia-legacy-390xx" and dl.proprietary.ids == {0x1234, 0x1DB1}
+
+
+def test_shipped_390_has_volta():
+    assert 0x1DB1 in lists_for_driver("390.157").proprietary
+
+
+def test_idlists_check_cli():
+    from click.testing import CliRunner
+
+    from builder.cli import main
+
+    r = CliRunner().invoke(main, ["idlists", "check"])
+    assert r.exit_code == 0
+    assert any("535.261.03" in ln and "nvidia-open.ids" in ln and "H100 SXM5 80GB" in ln for ln in r.output.splitlines())
+    assert "the lists win" in r.output
+
+
+def test_idlists_list_and_show_cli():
+    from click.testing import CliRunner
+
+    from builder.cli import main
+
+    r = CliRunner().invoke(main, ["idlists", "list"])
+    assert r.exit_code == 0 and "535.261.03" in r.output and "550.163.01" in r.output
+    r = CliRunner().invoke(main, ["idlists", "show", "535.261.03", "nvidia-open"])
+    assert r.exit_code == 0 and "10de:20b0" in r.output and "10de:2330" not in r.output
+    r = CliRunner().invoke(main, ["idlists", "show", "999.1.1"])
+    assert r.exit_code == 2 and "gpuforge idlists fetch 999.1.1" in r.output
