@@ -9,8 +9,8 @@ import traceback
 from typing import Iterable, List, Optional, Sequence
 
 import validator.checks  # noqa: F401  (registers the built-in checks)
-from validator.checks.base import (FULL_LEVEL_MODULES, LEVELS, PROVIDERS, REGISTRY, CheckResult, CheckSpec, Outcome,
-                                   Unavailable, level_includes)
+from validator.checks import base
+from validator.checks.base import LEVELS, CheckResult, CheckSpec, Outcome, Unavailable, level_includes
 from validator.checks.context import Context
 from validator.errors import CommandError, ToolMissing
 from validator.node import NodeReadError, NotCaptured
@@ -21,7 +21,7 @@ log = logging.getLogger("gpuforge.runner")
 def _load_full_level_modules() -> List[str]:
     """Import the modules that hook full-level checks in; a module that is absent adds nothing."""
     problems = []
-    for name in FULL_LEVEL_MODULES:
+    for name in base.FULL_LEVEL_MODULES:
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as e:
@@ -36,8 +36,8 @@ def _load_full_level_modules() -> List[str]:
 
 def specs_for(level: str, groups: Optional[Sequence[str]] = None, ids: Optional[Sequence[str]] = None) -> List[CheckSpec]:
     """The checks a run at `level` executes: built-in ones plus those providers add, in registration order."""
-    specs = list(REGISTRY)
-    for provider in list(PROVIDERS):
+    specs = list(base.REGISTRY)
+    for provider in list(base.PROVIDERS):
         try:
             specs.extend(provider())
         except Exception as e:
@@ -108,3 +108,51 @@ def run_checks(ctx: Context, level: str = "quick", groups: Optional[Sequence[str
             results.append(CheckResult("gpu.bench_suite", "gpu", "full", "skip", "Benchmark suite hook",
                                        "no full-level checks registered (validator.bench not installed)"))
     return results
+
+
+# ---- one whole run --------------------------------------------------------------------------------
+
+def _hostname(node) -> str:
+    import socket
+    if node.live:
+        return socket.gethostname()
+    for rel in ("/etc/hostname", "/proc/sys/kernel/hostname"):
+        t = node.read_text(rel, "").strip()
+        if t:
+            return t
+    return node.root.resolve().name or str(node.root)
+
+
+def validate(root="/", level: str = "quick", profile=None, expect: Optional[str] = None, groups=None, ids=None,
+             use_nvml: Optional[bool] = None, cuda_timeout: float = 120.0, docker_image: Optional[str] = None,
+             node=None, catalog=None):
+    """Read the node at `root` (live when `/`), run the level's checks, return a Report."""
+    import datetime
+    from validator import __version__
+    from validator.checks.context import Expectation
+    from validator.node import Node
+    from validator.report.model import Report
+    from validator.tuning import TuningProfile, resolve_profile
+
+    t0 = time.perf_counter()
+    started = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    node = node or Node.open(root)
+    prof = profile if isinstance(profile, TuningProfile) else resolve_profile(node.root, profile)
+    exp_text = expect or prof.gpu.expect
+    exp = Expectation.parse(exp_text) if exp_text else None
+    ctx = Context(node, prof, exp, level, catalog=catalog, use_nvml=use_nvml, cuda_timeout=cuda_timeout,
+                  docker_image=docker_image)
+    results = run_checks(ctx, level, groups, ids)
+    driver = cuda = ""
+    gpus = ()
+    try:
+        data = ctx.gpu_data
+        driver, cuda = data.driver_version or "", data.cuda_version or ""
+        gpus = tuple({"index": g.index, "bus_id": g.bus_id, "name": g.name, "uuid": g.uuid,
+                      "memory_total_mib": g.memory_total_mib} for g in data.gpus)
+    except Unavailable:
+        pass
+    return Report(host=_hostname(node), level=level, results=tuple(results), started=started,
+                  duration_s=time.perf_counter() - t0, root=str(node.root), live=node.live, profile=prof.name,
+                  expect=str(exp) if exp else "", driver_version=driver, cuda_version=cuda, gpus=gpus,
+                  tool_version=__version__, bios_checklist=prof.bios_checklist)

@@ -1,0 +1,122 @@
+"""Merge many hosts' JSON reports into one host x check table (terminal/text/JSON/HTML)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+from validator.checks.base import worst
+from validator.errors import UserError
+from validator.report.model import EXIT_FAIL, EXIT_PASS, EXIT_WARN, Report, load_report
+from validator.report.render import COLOUR, SYMBOL, _env
+
+
+@dataclass(frozen=True)
+class Fleet:
+    reports: Tuple[Tuple[str, Report], ...]   # (file, report), sorted by host
+    errors: Tuple[str, ...]
+
+    @property
+    def check_ids(self) -> List[str]:
+        ids: Dict[str, None] = {}
+        for _, r in self.reports:
+            for c in r.results:
+                ids.setdefault(c.id, None)
+        return list(ids)
+
+    def cell(self, report: Report, check_id: str) -> Tuple[str, str]:
+        """Worst status of a check on one host (all its subjects) and the observed text of that worst result."""
+        rs = [c for c in report.results if c.id == check_id]
+        if not rs:
+            return "", ""
+        st = worst(c.status for c in rs)
+        obs = "; ".join(f"{c.subject + ': ' if c.subject else ''}{c.observed}" for c in rs if c.status == st)
+        return st, obs[:400]
+
+    @property
+    def exit_code(self) -> int:
+        st = {r.status for _, r in self.reports}
+        if "fail" in st or self.errors:
+            return EXIT_FAIL
+        return EXIT_WARN if "warn" in st else EXIT_PASS
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": 1,
+            "hosts": [{"host": r.host, "file": f, "status": r.status, "summary": r.summary, "level": r.level}
+                      for f, r in self.reports],
+            "checks": {cid: {r.host: self.cell(r, cid)[0] or None for _, r in self.reports} for cid in self.check_ids},
+            "errors": list(self.errors),
+        }
+
+
+def load_fleet(directory) -> Fleet:
+    """Every *.json report under directory (recursively); unreadable files are listed, not fatal."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise UserError(f"{d}: not a directory of JSON reports")
+    reports, errors = [], []
+    for p in sorted(d.rglob("*.json")):
+        try:
+            reports.append((str(p.relative_to(d)), load_report(p)))
+        except UserError as e:
+            errors.append(str(e).splitlines()[0])
+    if not reports and not errors:
+        raise UserError(f"{d}: no *.json reports found", hint="collect `gpu-validate run --format json -o HOST.json` files")
+    reports.sort(key=lambda fr: (fr[1].host, fr[0]))
+    return Fleet(tuple(reports), tuple(errors))
+
+
+def render_fleet_text(fleet: Fleet, symbols=SYMBOL) -> str:
+    hosts = [r.host for _, r in fleet.reports]
+    width = max([len(c) for c in fleet.check_ids] + [7])
+    hw = max([len(h) for h in hosts] + [4])
+    lines = [f"{'host':<{hw}}  status  pass warn fail skip"]
+    for f, r in fleet.reports:
+        s = r.summary
+        lines.append(f"{r.host:<{hw}}  {symbols[r.status]} {r.status:<4}  {s['pass']:>4} {s['warn']:>4} {s['fail']:>4} {s['skip']:>4}")
+    lines.append("")
+    lines.append(f"{'check':<{width}}  " + " ".join(f"{i:>2}" for i in range(len(hosts))) + "   (columns: host # above)")
+    for cid in fleet.check_ids:
+        cells = [fleet.cell(r, cid)[0] for _, r in fleet.reports]
+        if all(c in ("pass", "skip", "") for c in cells) and len(hosts) > 1:
+            continue  # the table shows what differs or is wrong; all-green rows are summarised below
+        lines.append(f"{cid:<{width}}  " + " ".join(f"{symbols[c] if c else ' ':>2}" for c in cells))
+    ok_rows = sum(all(fleet.cell(r, cid)[0] in ("pass", "skip", "") for _, r in fleet.reports) for cid in fleet.check_ids)
+    lines.append(f"({ok_rows} checks pass or skip on every host)" if len(hosts) > 1 else "")
+    for e in fleet.errors:
+        lines.append(f"unreadable: {e}")
+    c = Counter(r.status for _, r in fleet.reports)
+    lines.append(f"{len(hosts)} hosts: {c.get('pass', 0)} pass, {c.get('warn', 0)} warn, {c.get('fail', 0)} fail"
+                 + (f", {len(fleet.errors)} unreadable reports" if fleet.errors else ""))
+    return "\n".join(lines) + "\n"
+
+
+def render_fleet_html(fleet: Fleet) -> str:
+    hosts = [{"host": r.host, "file": f, "status": r.status,
+              "summary": ", ".join(f"{v} {k}" for k, v in r.summary.items())} for f, r in fleet.reports]
+    rows = []
+    for cid in fleet.check_ids:
+        cells = [dict(zip(("status", "observed"), fleet.cell(r, cid))) for _, r in fleet.reports]
+        rows.append({"id": cid, "cells": cells})
+    totals = Counter(r.status for _, r in fleet.reports)
+    n = max(1, len(hosts))
+    bar, x = [], 0.0
+    for st in ("fail", "warn", "pass"):
+        if totals.get(st):
+            w = 100.0 * totals[st] / n
+            bar.append({"x": x, "w": w, "n": totals[st], "status": st, "colour": COLOUR[st]})
+            x += w
+    return _env().get_template("fleet.html.j2").render(hosts=hosts, rows=rows, totals=dict(totals), host_bar=bar,
+                                                       errors=fleet.errors, colour=COLOUR, symbol=SYMBOL)
+
+
+def render_fleet(fleet: Fleet, fmt: str) -> str:
+    if fmt == "html":
+        return render_fleet_html(fleet)
+    if fmt == "json":
+        return json.dumps(fleet.to_dict(), indent=2) + "\n"
+    return render_fleet_text(fleet)

@@ -1,0 +1,218 @@
+"""Render a Report: coloured terminal, text, JSON, HTML (self-contained, inline SVG), JUnit XML, Prometheus textfile."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+from xml.sax.saxutils import escape as xml_escape, quoteattr
+
+from validator.checks.base import GROUPS, STATUSES, CheckResult, worst
+from validator.report.model import Report
+
+FORMATS = ("term", "text", "json", "html", "junit", "prom")
+SYMBOL = {"pass": "✓", "warn": "⚠", "fail": "✗", "skip": "-"}
+ASCII_SYMBOL = {"pass": "+", "warn": "!", "fail": "x", "skip": "-"}
+ANSI = {"pass": "\033[32m", "warn": "\033[33m", "fail": "\033[31m", "skip": "\033[2m", "bold": "\033[1m", "end": "\033[0m"}
+COLOUR = {"pass": "#2e9d4a", "warn": "#e0a400", "fail": "#d33a2c", "skip": "#a0a4a8"}
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def want_colour(stream=None) -> bool:
+    """Colour only on a TTY, and never with NO_COLOR set (no-color.org)."""
+    stream = stream or sys.stdout
+    return bool(getattr(stream, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ and \
+        os.environ.get("TERM") != "dumb"
+
+
+def _symbols(stream=None) -> Dict[str, str]:
+    enc = (getattr(stream or sys.stdout, "encoding", None) or "ascii").lower()
+    try:
+        "✓⚠✗".encode(enc)
+        return SYMBOL
+    except (UnicodeEncodeError, LookupError):
+        return ASCII_SYMBOL
+
+
+def summary_line(report: Report) -> str:
+    s = report.summary
+    return (f"{report.status.upper()}: {s['pass']} passed, {s['warn']} warnings, {s['fail']} failed, "
+            f"{s['skip']} skipped ({len(report.results)} checks, level {report.level}, {report.duration_s:.2f} s)")
+
+
+def render_term(report: Report, colour: bool = False, verbose: bool = False, symbols: Optional[Dict[str, str]] = None) -> str:
+    """One line a check, grouped, summary last; remedies under warn/fail lines; colour only when asked."""
+    sym = symbols or SYMBOL
+    c = (lambda k: ANSI[k]) if colour else (lambda k: "")
+    lines = [f"{c('bold')}gpu-validate {report.level} on {report.host}{c('end')}"
+             f"  driver {report.driver_version or '?'}  CUDA {report.cuda_version or '?'}  "
+             f"profile {report.profile or '?'}" + (f"  expect {report.expect}" if report.expect else "")]
+    width = max((len(r.id) for r in report.results), default=20)
+    for group, rs in report.groups().items():
+        if not rs:
+            continue
+        gs = worst(r.status for r in rs)
+        lines.append(f"{c('bold')}{group}{c('end')} {c(gs)}{sym[gs]}{c('end')}")
+        for r in rs:
+            subj = f" [{r.subject}]" if r.subject else ""
+            exp = f"  (expected {r.expected})" if r.expected and (verbose or r.status in ("warn", "fail")) else ""
+            name = f"{r.id}{subj}"
+            lines.append(f"  {c(r.status)}{sym[r.status]} {r.status:<4}{c('end')} {name:<{width + 21}}  {r.observed}{exp}")
+            if r.remedy and r.status in ("warn", "fail"):
+                lines.append(f"         {'':<{width + 21}}  -> {r.remedy}")
+    lines.append(f"{c('bold')}{c(report.status)}{summary_line(report)}{c('end')}")
+    return "\n".join(lines) + "\n"
+
+
+def render_text(report: Report) -> str:
+    """Readable plain text: every check with observed/expected/remedy, the BIOS checklist, summary last."""
+    head = [f"gpu-validate report: host {report.host}, level {report.level}, started {report.started or '?'}",
+            f"root {report.root} ({'live node' if report.live else 'snapshot'}), profile {report.profile or '?'}, "
+            f"expect {report.expect or '-'}",
+            f"driver {report.driver_version or '?'}, CUDA {report.cuda_version or '?'}, GPUs: " +
+            (", ".join(f"{g.get('index')}:{g.get('name')} {g.get('bus_id')}" for g in report.gpus) or "none reported"),
+            ""]
+    body = render_term(report, colour=False, verbose=True, symbols=ASCII_SYMBOL).splitlines()[1:-1]
+    tail = [""]
+    if report.bios_checklist:
+        tail += ["BIOS checklist (cannot be checked from the OS):"] + [f"  [ ] {b}" for b in report.bios_checklist] + [""]
+    tail.append(summary_line(report))
+    return "\n".join(head + body + tail) + "\n"
+
+
+def render_json(report: Report) -> str:
+    return report.to_json()
+
+
+# ---- JUnit --------------------------------------------------------------------------------------
+
+def render_junit(report: Report) -> str:
+    """One testsuite a group, one testcase a check result; warn = passed testcase with a WARN system-out."""
+    out = ['<?xml version="1.0" encoding="UTF-8"?>']
+    s = report.summary
+    out.append(f'<testsuites name={quoteattr("gpu-validate " + report.host)} tests="{len(report.results)}" '
+               f'failures="{s["fail"]}" skipped="{s["skip"]}" time="{report.duration_s:.3f}">')
+    for group, rs in report.groups().items():
+        if not rs:
+            continue
+        f = sum(r.status == "fail" for r in rs)
+        sk = sum(r.status == "skip" for r in rs)
+        t = sum(r.duration_ms for r in rs) / 1000.0
+        out.append(f'  <testsuite name={quoteattr("gpu-validate." + group)} tests="{len(rs)}" failures="{f}" '
+                   f'errors="0" skipped="{sk}" time="{t:.3f}" hostname={quoteattr(report.host)}>')
+        for r in rs:
+            name = r.id + (f"[{r.subject}]" if r.subject else "")
+            out.append(f'    <testcase classname={quoteattr("gpu-validate." + group)} name={quoteattr(name)} '
+                       f'time="{r.duration_ms / 1000.0:.4f}">')
+            detail = f"observed: {r.observed}\nexpected: {r.expected}\nremedy: {r.remedy}"
+            if r.status == "fail":
+                out.append(f'      <failure message={quoteattr(r.observed[:500])} type="fail">{xml_escape(detail)}</failure>')
+            elif r.status == "skip":
+                out.append(f'      <skipped message={quoteattr(r.observed[:500])}/>')
+            elif r.status == "warn":
+                out.append(f'      <system-out>{xml_escape("WARN " + detail)}</system-out>')
+            out.append("    </testcase>")
+        out.append("  </testsuite>")
+    out.append("</testsuites>")
+    return "\n".join(out) + "\n"
+
+
+# ---- Prometheus textfile -----------------------------------------------------------------------
+
+def _lv(v: str) -> str:
+    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(**kw) -> str:
+    return "{" + ",".join(f'{k}="{_lv(v)}"' for k, v in kw.items()) + "}"
+
+
+STATUS_VALUE = {"pass": 0, "warn": 1, "fail": 2, "skip": -1}
+
+
+def render_prom(report: Report) -> str:
+    """node_exporter textfile collector format (write it atomically into the collector's folder)."""
+    L: List[str] = []
+    h = report.host
+    L += ["# HELP gpuforge_validation_status Overall result of the last run (0 pass, 1 warn, 2 fail).",
+          "# TYPE gpuforge_validation_status gauge",
+          f"gpuforge_validation_status{_labels(host=h, level=report.level)} {STATUS_VALUE[report.status]}",
+          "# HELP gpuforge_validation_checks Number of check results by status.",
+          "# TYPE gpuforge_validation_checks gauge"]
+    for st, n in report.summary.items():
+        L.append(f"gpuforge_validation_checks{_labels(host=h, level=report.level, status=st)} {n}")
+    L += ["# HELP gpuforge_validation_duration_seconds Wall time of the last run.",
+          "# TYPE gpuforge_validation_duration_seconds gauge",
+          f"gpuforge_validation_duration_seconds{_labels(host=h, level=report.level)} {report.duration_s:.4f}",
+          "# HELP gpuforge_check_status Status of one check (0 pass, 1 warn, 2 fail, -1 skip).",
+          "# TYPE gpuforge_check_status gauge"]
+    for r in report.results:
+        L.append(f"gpuforge_check_status{_labels(host=h, check=r.id, group=r.group, subject=r.subject)} "
+                 f"{STATUS_VALUE[r.status]}")
+    ms = [r for r in report.results if r.metric]
+    if ms:
+        L += ["# HELP gpuforge_check_measured A figure a check measured (unit in the label).",
+              "# TYPE gpuforge_check_measured gauge",
+              "# HELP gpuforge_check_expected What that figure was expected to be.",
+              "# TYPE gpuforge_check_expected gauge"]
+        for r in ms:
+            lab = _labels(host=h, check=r.id, subject=r.subject, name=r.metric.name, unit=r.metric.unit)
+            L.append(f"gpuforge_check_measured{lab} {r.metric.value:g}")
+            L.append(f"gpuforge_check_expected{lab} {r.metric.expected:g}")
+    return "\n".join(L) + "\n"
+
+
+# ---- HTML --------------------------------------------------------------------------------------
+
+def _env():
+    import jinja2
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                              trim_blocks=True, lstrip_blocks=True)
+
+
+def group_bars(report: Report) -> List[dict]:
+    """Per-group stacked bar segments (x, width, colour, count) in a 0..100 coordinate space."""
+    bars = []
+    for group, rs in report.groups().items():
+        if not rs:
+            continue
+        total, x, segs = len(rs), 0.0, []
+        for st in ("fail", "warn", "pass", "skip"):
+            n = sum(r.status == st for r in rs)
+            if n:
+                w = 100.0 * n / total
+                segs.append({"x": round(x, 2), "w": round(w, 2), "colour": COLOUR[st], "n": n, "status": st})
+                x += w
+        bars.append({"group": group, "status": worst(r.status for r in rs), "segments": segs, "total": total})
+    return bars
+
+
+def metric_bars(results: Sequence[CheckResult]) -> List[dict]:
+    """Measured-vs-expected bars: the bar is the measured figure, the tick the expected one, on a shared scale."""
+    out = []
+    for r in results:
+        m = r.metric
+        if not m or not all(math.isfinite(v) for v in (m.value, m.expected)) or max(m.value, m.expected) <= 0:
+            continue
+        top = max(m.value, m.expected) * 1.1
+        out.append({"label": f"{r.id}" + (f" [{r.subject}]" if r.subject else ""), "name": m.name, "unit": m.unit,
+                    "value": m.value, "expected": m.expected, "w": round(100.0 * max(m.value, 0) / top, 2),
+                    "tick": round(100.0 * m.expected / top, 2), "colour": COLOUR[r.status], "status": r.status,
+                    "higher_is_better": m.higher_is_better})
+    return out
+
+
+def render_html(report: Report) -> str:
+    """One self-contained HTML file: no scripts, no fonts, no network; pictures are inline SVG."""
+    return _env().get_template("report.html.j2").render(
+        r=report, summary=report.summary, groups=report.groups(), bars=group_bars(report),
+        metrics=metric_bars(report.results), colour=COLOUR, symbol=SYMBOL, summary_line=summary_line(report))
+
+
+def render(report: Report, fmt: str, colour: bool = False) -> str:
+    if fmt == "term":
+        return render_term(report, colour=colour, symbols=SYMBOL if colour else _symbols())
+    return {"text": render_text, "json": render_json, "html": render_html, "junit": render_junit,
+            "prom": render_prom}[fmt](report)
