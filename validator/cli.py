@@ -13,6 +13,9 @@ from validator.clibase import ErrorHandlingGroup, root_options, setup_logging
 SUBCOMMANDS: list = [
     "detect",
     "baselines",
+    "run",
+    "report",
+    "fleet",
 ]
 
 
