@@ -14,6 +14,7 @@ SUBCOMMANDS: list = [
     "build",
     "idlists",
     "compat",
+    "matrix",
 ]
 
 

@@ -16,6 +16,7 @@ SUBCOMMANDS: list = [
     "run",
     "report",
     "fleet",
+    "drivers",
 ]
 
 

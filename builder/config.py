@@ -1,0 +1,274 @@
+"""Driver, kernel and matrix definitions (drivers/*.yaml, kernels/*.yaml, matrix.yaml) as frozen dataclasses.
+
+Each loader checks the schema and raises ConfigError(file, key path, expected) on a bad field.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Tuple, Union
+
+from validator.errors import ConfigError
+from validator.schema import Reader, load_yaml
+
+FLAVOURS = ("proprietary", "open")
+_DEB_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+_DEB_VERSION = re.compile(r"^(\d+:)?[0-9][A-Za-z0-9.+~-]*$")
+_RELATION = re.compile(r"^[a-z0-9][a-z0-9+.-]+( \((=|>=|<=|>>|<<) [0-9][A-Za-z0-9.+~:-]*\))?$")
+_DRIVER_VERSION = re.compile(r"^\d{3}\.\d+(\.\d+)?$")
+_ABI = re.compile(r"^(\d+)\.(\d+)[.\d]*[-+][A-Za-z0-9.+-]+$")
+_SERIES = re.compile(r"^\d+\.\d+$")
+_SUITE = re.compile(r"^[a-z]+(-[a-z]+)?$")
+
+
+def series_key(series: str) -> Tuple[int, int]:
+    major, minor = series.split(".")[:2]
+    return int(major), int(minor)
+
+
+@dataclass(frozen=True)
+class PackageRef:
+    """An exact Debian package: name and version (pinned, so the cache key is known before building)."""
+
+    name: str
+    version: str
+
+    def pin(self) -> str:
+        return f"{self.name}={self.version}"
+
+
+@dataclass(frozen=True)
+class FlavourDef:
+    name: str  # proprietary | open
+    source: PackageRef  # the module source package (ships /usr/src/<name>.tar.xz)
+    provides: str  # virtual package the user-space Recommends (nvidia-kernel-535.261.03)
+
+
+@dataclass(frozen=True)
+class DriverDef:
+    id: str  # file stem: 535.261.03, tesla-535.216.03
+    version: str  # upstream version: 535.261.03
+    branch: int
+    suite: str  # Debian suite the source comes from
+    flavours: Dict[str, FlavourDef]
+    userspace: Tuple[str, ...]  # Debian relations the kmod package Depends on
+    conflicts: Tuple[str, ...]  # DKMS packages that would build the same modules
+    kernel_min: Optional[str] = None  # oldest kernel series it builds for ("5.4"), None = no known limit
+    kernel_max: Optional[str] = None  # newest kernel series it builds for ("6.8")
+    file: str = ""
+
+    def __hash__(self):
+        return hash((self.id, self.version))
+
+
+@dataclass(frozen=True)
+class KernelDef:
+    abi: str  # 6.1.0-54-cloud-amd64 (uname -r)
+    version: str  # Debian package version of headers and image: 6.1.190-1
+    suite: str  # where the packages are: bookworm-security
+    build_suite: str  # base image suite to build in: bookworm
+    headers: str  # linux-headers-<abi>
+    image: str  # linux-image-<abi> (System.map + in-tree modules for the symbol check)
+    kbuild: str  # linux-kbuild-<series> (sign-file)
+    file: str = ""
+
+    @property
+    def series(self) -> str:
+        m = _ABI.match(self.abi)
+        return f"{m.group(1)}.{m.group(2)}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An include/exclude entry: glob patterns on kernel ABI, driver id and flavour."""
+
+    kernel: str = "*"
+    driver: str = "*"
+    flavour: str = "*"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    mirror: str = "http://deb.debian.org/debian"
+    security_mirror: str = "http://deb.debian.org/debian-security"
+    dist: str = "dist"
+    jobs: int = 1
+    make_jobs: int = 2
+    sign_key: Optional[str] = None  # PEM private key for kernel sign-file (module signing)
+    sign_cert: Optional[str] = None  # its X.509 certificate (PEM or DER)
+    gpg_key: Optional[str] = None  # gpg key id/fingerprint that signs the apt repo's InRelease
+    gpg_home: Optional[str] = None  # GNUPGHOME holding that key
+    repo_codename: str = "gpuforge"
+
+
+@dataclass(frozen=True)
+class MatrixConfig:
+    file: str
+    fleet: Tuple[str, ...]  # GPU model names (catalog names or families)
+    kernels: Tuple[KernelDef, ...]
+    drivers: Tuple[DriverDef, ...]
+    flavours: Tuple[str, ...]
+    include: Tuple[Rule, ...]
+    exclude: Tuple[Rule, ...]
+    settings: Settings
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- loaders
+
+
+def _relations(r: Reader) -> Tuple[str, ...]:
+    out = []
+    for item in r.list():
+        s = item.str()
+        if not _RELATION.match(s):
+            raise item.fail("a Debian relation like 'nvidia-smi (= 535.261.03-1)'", s)
+        out.append(s)
+    return tuple(out)
+
+
+def _package(r: Reader) -> PackageRef:
+    r.mapping(allowed={"package", "version"})
+    name = r.key("package").str()
+    if not _DEB_NAME.match(name):
+        raise r.key("package").fail("a Debian package name", name)
+    version = r.key("version").str()
+    if not _DEB_VERSION.match(str(version)):
+        raise r.key("version").fail("an exact Debian version like 535.261.03-1", version)
+    return PackageRef(name, version)
+
+
+def _series(r: Reader) -> Optional[str]:
+    if r.value is None:
+        return None
+    v = r.value  # a float would turn "6.10" into 6.1: demand a string
+    if not isinstance(v, str) or not _SERIES.match(v):
+        raise r.fail("a kernel series like \"6.8\" (quoted) or null", r.value)
+    return v
+
+
+def load_driver(path: Union[str, Path]) -> DriverDef:
+    path = Path(path)
+    r = Reader(str(path), load_yaml(path)).mapping(
+        allowed={"version", "branch", "suite", "flavours", "userspace", "conflicts", "kernel_min", "kernel_max",
+                 "notes"})
+    version = r.key("version").str()
+    if not _DRIVER_VERSION.match(version):
+        raise r.key("version").fail("an NVIDIA driver version like 535.261.03", version)
+    branch = r.key("branch").int(lo=100, hi=999)
+    if not version.startswith(f"{branch}."):
+        raise r.key("branch").fail(f"the branch of version {version} ({version.split('.')[0]})", branch)
+    suite = r.key("suite").str()
+    if not _SUITE.match(suite):
+        raise r.key("suite").fail("a Debian suite like bookworm or bookworm-backports", suite)
+    flavours = {}
+    for name, fr in r.key("flavours").items():
+        if name not in FLAVOURS:
+            raise fr.fail(f"a flavour name ({', '.join(FLAVOURS)})", name)
+        fr.mapping(allowed={"source", "provides"})
+        provides = fr.key("provides").str()
+        if not _DEB_NAME.match(provides):
+            raise fr.key("provides").fail("a Debian package name", provides)
+        flavours[name] = FlavourDef(name, _package(fr.key("source")), provides)
+    if not flavours:
+        raise r.key("flavours").fail("at least one flavour")
+    return DriverDef(
+        id=path.stem, version=version, branch=branch, suite=suite, flavours=flavours,
+        userspace=_relations(r.key("userspace", [])), conflicts=_relations(r.key("conflicts", [])),
+        kernel_min=_series(r.key("kernel_min", None)), kernel_max=_series(r.key("kernel_max", None)), file=str(path),
+    )
+
+
+def load_kernel(path: Union[str, Path]) -> KernelDef:
+    path = Path(path)
+    r = Reader(str(path), load_yaml(path)).mapping(
+        allowed={"abi", "version", "suite", "build_suite", "headers", "image", "kbuild", "notes"})
+    abi = r.key("abi").str()
+    m = _ABI.match(abi)
+    if not m:
+        raise r.key("abi").fail("a kernel ABI (uname -r) like 6.1.0-54-cloud-amd64", abi)
+    version = r.key("version").str()
+    if not _DEB_VERSION.match(version):
+        raise r.key("version").fail("the exact Debian version of the headers/image packages, like 6.1.190-1", version)
+    suite = r.key("suite").str()
+    if not _SUITE.match(suite):
+        raise r.key("suite").fail("a Debian suite like bookworm-security", suite)
+    build_suite = r.key("build_suite", suite.split("-")[0]).str()
+    series = f"{m.group(1)}.{m.group(2)}"
+    names = {}
+    for key, default in (("headers", f"linux-headers-{abi}"), ("image", f"linux-image-{abi}"),
+                         ("kbuild", f"linux-kbuild-{series}")):
+        v = r.key(key, default).str()
+        if not _DEB_NAME.match(v):
+            raise r.key(key).fail("a Debian package name", v)
+        names[key] = v
+    return KernelDef(abi=abi, version=version, suite=suite, build_suite=build_suite, file=str(path), **names)
+
+
+def _rules(r: Reader) -> Tuple[Rule, ...]:
+    out = []
+    for item in r.list():
+        item.mapping(allowed={"kernel", "driver", "flavour", "reason"})
+        out.append(Rule(**{k: v.str() for k, v in item.items()}))
+    return tuple(out)
+
+
+def _settings(r: Reader) -> Settings:
+    allowed = set(Settings.__dataclass_fields__)
+    r.mapping(allowed=allowed)
+    vals = {}
+    for k, v in r.items():
+        if k in ("jobs", "make_jobs"):
+            vals[k] = v.int(lo=1, hi=64)
+        elif v.value is None:
+            vals[k] = None
+        else:
+            vals[k] = v.str()
+    return Settings(**vals)
+
+
+def load_matrix(path: Union[str, Path, None] = None) -> MatrixConfig:
+    """Load matrix.yaml and the driver/kernel definitions it names (from drivers/ and kernels/ next to it)."""
+    path = Path(path) if path else default_matrix_path()
+    r = Reader(str(path), load_yaml(path)).mapping(
+        allowed={"fleet", "kernels", "drivers", "flavours", "include", "exclude", "settings", "drivers_dir",
+                 "kernels_dir"})
+    base = path.parent
+    ddir = base / r.key("drivers_dir", "drivers").str()
+    kdir = base / r.key("kernels_dir", "kernels").str()
+    fleet = tuple(x.str() for x in r.key("fleet").list(nonempty=True))
+    kernels = []
+    for item in r.key("kernels").list(nonempty=True):
+        name = item.str()
+        f = kdir / f"{name}.yaml"
+        if not f.is_file():
+            known = sorted(p.stem for p in kdir.glob("*.yaml"))
+            raise item.fail(f"a kernel defined in {kdir}/ ({', '.join(known) or 'none'})", name)
+        kernels.append(load_kernel(f))
+    drivers = []
+    for item in r.key("drivers").list(nonempty=True):
+        name = str(item.value)
+        f = ddir / f"{name}.yaml"
+        if not f.is_file():
+            known = sorted(p.stem for p in ddir.glob("*.yaml"))
+            raise item.fail(f"a driver defined in {ddir}/ ({', '.join(known) or 'none'})", name)
+        drivers.append(load_driver(f))
+    flavours = tuple(x.str(choices=FLAVOURS) for x in r.key("flavours", list(FLAVOURS)).list(nonempty=True))
+    return MatrixConfig(
+        file=str(path), fleet=fleet, kernels=tuple(kernels), drivers=tuple(drivers), flavours=flavours,
+        include=_rules(r.key("include", [])), exclude=_rules(r.key("exclude", [])),
+        settings=_settings(r.key("settings", {})),
+    )
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def default_matrix_path() -> Path:
+    return repo_root() / "matrix.yaml"

@@ -1,0 +1,198 @@
+"""Precompiled NVIDIA kmod packages on a node: which one fits (GPUs x running kernel), install, list, roll back.
+
+The farm publishes packages named by validator.pkgname with Gpuforge-Driver/-Flavour/-Kernel fields in the apt
+index. Here we read what apt offers (its downloaded Packages lists) and what dpkg has installed, choose with the
+same selection rules as `gpu-validate detect`, install with apt, and keep a history for rollback.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from validator import atomic, subp
+from validator.errors import GpuforgeError, UserError
+from validator.pkgname import PREFIX
+
+HISTORY = "var/lib/gpuforge/kmod-history.json"
+APT_LISTS = "var/lib/apt/lists"
+Runner = Callable[..., subp.CmdResult]
+
+
+@dataclass(frozen=True)
+class KmodPackage:
+    name: str
+    version: str
+    driver: str
+    flavour: str
+    kernel: str
+    installed: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _vkey(v: str) -> Tuple:
+    return tuple(int(p) if p.isdigit() else p for p in re.findall(r"\d+|[a-z]+", v))
+
+
+def parse_stanzas(text: str) -> List[Dict[str, str]]:
+    """RFC 822 paragraphs (apt Packages, dpkg status) -> dicts; continuation lines are joined."""
+    out, cur, last = [], {}, None
+    for line in text.splitlines():
+        if not line.strip():
+            if cur:
+                out.append(cur)
+            cur, last = {}, None
+        elif line[0] in " \t" and last:
+            cur[last] += "\n" + line.strip()
+        elif ":" in line:
+            k, v = line.split(":", 1)
+            cur[k.strip()] = v.strip()
+            last = k.strip()
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _from_stanza(s: Dict[str, str], installed: bool = False) -> Optional[KmodPackage]:
+    if not s.get("Package", "").startswith(PREFIX) or "Gpuforge-Kernel" not in s:
+        return None
+    return KmodPackage(s["Package"], s.get("Version", ""), s.get("Gpuforge-Driver", ""), s.get("Gpuforge-Flavour", ""),
+                       s["Gpuforge-Kernel"], installed)
+
+
+def available(root: Path = Path("/")) -> List[KmodPackage]:
+    """kmod packages apt knows about (from the lists `apt-get update` downloaded)."""
+    seen = {}
+    d = Path(root) / APT_LISTS
+    for f in sorted(d.glob("*_Packages")) if d.is_dir() else ():
+        for s in parse_stanzas(f.read_text(errors="replace")):
+            p = _from_stanza(s)
+            if p:
+                seen[(p.name, p.version)] = p
+    return sorted(seen.values(), key=lambda p: (p.kernel, _vkey(p.driver), p.flavour, _vkey(p.version)))
+
+
+def installed(root: Path = Path("/")) -> List[KmodPackage]:
+    """kmod packages dpkg has installed (its status file keeps our Gpuforge-* fields)."""
+    status = Path(root) / "var/lib/dpkg/status"
+    if not status.is_file():
+        return []
+    out = []
+    for s in parse_stanzas(status.read_text(errors="replace")):
+        if s.get("Status", "").endswith(" installed"):
+            p = _from_stanza(s, installed=True)
+            if p:
+                out.append(p)
+    return out
+
+
+def current(kernel: str, root: Path = Path("/")) -> Optional[KmodPackage]:
+    return next((p for p in installed(root) if p.kernel == kernel), None)
+
+
+# ---------------------------------------------------------------- choosing
+
+
+@dataclass(frozen=True)
+class Choice:
+    package: Optional[KmodPackage]
+    reason: str
+
+
+def choose(models: Sequence, kernel: str, candidates: Sequence[KmodPackage], catalog, lists_for=None,
+           driver: Optional[str] = None, flavour: Optional[str] = None) -> Choice:
+    """The newest candidate for this kernel that every GPU model may use (same rules as detect; open first)."""
+    from validator.idlists import lists_for_driver
+    from validator.selection import FLAVOUR_PREFERENCE, evaluate_driver
+
+    lists_for = lists_for or lists_for_driver
+    pool = [p for p in candidates if p.kernel == kernel and (not driver or p.driver == driver)
+            and (not flavour or p.flavour == flavour)]
+    if not pool:
+        have = sorted({p.kernel for p in candidates})
+        want = " ".join(x for x in (driver, flavour) if x)
+        return Choice(None, f"no precompiled package{' ' + want if want else ''} for kernel {kernel} in the apt "
+                            f"lists (kernels offered: {', '.join(have) or 'none'}; run apt-get update?)")
+    pref = {f: i for i, f in enumerate(FLAVOUR_PREFERENCE)}
+    pool.sort(key=lambda p: (_vkey(p.driver), -pref.get(p.flavour, 9), _vkey(p.version)), reverse=True)
+    if not models:
+        p = pool[0]
+        return Choice(p, f"no known GPU on this node: newest package for {kernel}")
+    blocked = []
+    for p in pool:
+        lists = lists_for(p.driver)
+        verdicts = [evaluate_driver(m, p.driver, lists, catalog, None, p.flavour) for m in models]
+        bad = next((v for v in verdicts if not v.ok), None)
+        if bad is None:
+            names = ", ".join(m.name for m in models)
+            return Choice(p, f"{p.driver} {p.flavour} supports {names} ({verdicts[0].deciding.reason})")
+        blocked.append(f"{p.name}: {bad.deciding.reason}")
+    return Choice(None, "no offered package supports every GPU: " + "; ".join(blocked))
+
+
+# ---------------------------------------------------------------- acting
+
+
+def _history(root: Path) -> List[dict]:
+    try:
+        return json.loads((Path(root) / HISTORY).read_text())
+    except (OSError, ValueError):
+        return []
+
+
+def _record(root: Path, pkg: KmodPackage, action: str) -> None:
+    h = _history(root)
+    h.append({"package": pkg.name, "version": pkg.version, "kernel": pkg.kernel, "driver": pkg.driver,
+              "flavour": pkg.flavour, "action": action, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    atomic.write_text(Path(root) / HISTORY, json.dumps(h, indent=2) + "\n")
+
+
+def module_path(kernel: str, run: Runner = subp.run) -> Optional[str]:
+    """Where modinfo resolves `nvidia` for that kernel (alias-aware), or None."""
+    for name in ("nvidia", "nvidia-current"):
+        r = run(["modinfo", "-k", kernel, "-F", "filename", name], check=False, timeout=30)
+        if r.ok and r.stdout.strip():
+            return r.stdout.strip().splitlines()[0]
+    return None
+
+
+def install(pkg: KmodPackage, root: Path = Path("/"), run: Runner = subp.run, action: str = "install") -> str:
+    """apt-get install the exact package version (its Conflicts swap out another for this kernel), check modinfo."""
+    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", f"{pkg.name}={pkg.version}"],
+        timeout=1800, env={"DEBIAN_FRONTEND": "noninteractive"})
+    run(["depmod", "-a", pkg.kernel], timeout=300)
+    path = module_path(pkg.kernel, run)
+    if not path:
+        raise GpuforgeError(f"{pkg.name} installed but modinfo does not resolve nvidia for {pkg.kernel}")
+    _record(root, pkg, action)
+    return path
+
+
+def rollback_target(kernel: str, root: Path = Path("/"), to: Optional[str] = None,
+                    offered: Optional[Sequence[KmodPackage]] = None) -> KmodPackage:
+    """The package to go back to: --to (a version or driver version), else the previous one in the history."""
+    offered = list(available(root) if offered is None else offered)
+    now = current(kernel, root)
+    cands = [p for p in offered if p.kernel == kernel and (now is None or (p.name, p.version) != (now.name, now.version))]
+    if to:
+        match = [p for p in cands if to in (p.version, p.driver, p.name)]
+        if not match:
+            raise UserError(f"no offered kmod package for {kernel} matches {to!r}",
+                            hint="see `gpu-validate drivers list`")
+        return sorted(match, key=lambda p: _vkey(p.version))[-1]
+    for h in reversed(_history(root)):
+        if h.get("kernel") != kernel or (now and (h["package"], h["version"]) == (now.name, now.version)):
+            continue
+        for p in cands:
+            if (p.name, p.version) == (h["package"], h["version"]):
+                return p
+        raise UserError(f"the previous package {h['package']}={h['version']} is no longer offered by apt",
+                        hint="pass --to with a version from `gpu-validate drivers list`")
+    raise UserError(f"nothing to roll back to for {kernel}: no earlier precompiled package in the history",
+                    hint="pass --to with a version from `gpu-validate drivers list`")
