@@ -11,6 +11,7 @@ from validator.clibase import ErrorHandlingGroup, root_options, setup_logging
 
 # Each subcommand lives in validator/commands/<module>.py and exposes `command`.
 SUBCOMMANDS: list = [
+    "bench",
     "detect",
     "baselines",
     "run",

@@ -1,0 +1,73 @@
+"""The CPU paths: the GPT training loop (tiny config, two steps) and the collectives over gloo."""
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch not installed: pip install '.[test]' (torch==2.13.0 CPU)")
+
+from click.testing import CliRunner  # noqa: E402
+
+from validator.bench import gpt, train_child  # noqa: E402
+
+
+def test_tiny_gpt_trains_two_steps_on_cpu():
+    run = train_child.rank_main(0, 1, 0, {"model": "gpt-tiny", "device": "cpu", "steps": 2, "warmup": 1,
+                                          "micro_batch": 2, "compile": False})
+    assert run.errors == []
+    tok, tfl = run.figures
+    assert tok.name == "gpt-tiny_tokens_per_s" and tok.value > 0
+    assert tfl.meta["steps"] == 2 and tfl.meta["device"] == "cpu" and tfl.meta["micro_batch"] == 2
+    # The loss of random tokens starts near ln(V).
+    assert abs(tfl.meta["loss_first"] - __import__("math").log(256)) < 0.5
+
+
+def test_model_matches_the_parameter_formula():
+    cfg = gpt.get_config("gpt-tiny")
+    model = gpt.build(torch, cfg)
+    assert sum(p.numel() for p in model.parameters()) == cfg.params
+
+
+def test_config_too_big_for_the_node_is_skipped_with_reason():
+    run = train_child.run({"model": "gpt-175b", "device": "cpu", "result_path": "/nonexistent"})
+    assert run.skipped and "64 GPUs" in run.skipped
+
+
+@pytest.mark.subprocess
+def test_cli_train_on_cpu_in_a_child(tmp_path):
+    from validator.cli import main
+
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(main, ["bench", "train", "--device", "cpu", "--model", "gpt-tiny", "--steps", "2",
+                                    "--warmup", "1", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "gpu.bench_train" in res.output and "gpt-tiny_tokens_per_s" in res.output
+    doc = json.loads(out.read_text())
+    assert doc["benchmarks"][0]["suite"] == "train" and doc["benchmarks"][0]["errors"] == []
+
+
+@pytest.mark.subprocess
+def test_collectives_over_gloo_two_ranks(tmp_path):
+    from validator.cli import main
+
+    out = tmp_path / "n.json"
+    res = CliRunner().invoke(main, ["bench", "nccl", "--min-bytes", "64K", "--max-bytes", "256K",
+                                    "--engine", "torch", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    b = json.loads(out.read_text())["benchmarks"][0]
+    assert b["info"]["backend"] == "gloo" and b["info"]["ranks"] == 2 and b["errors"] == []
+    figs = {f["name"]: f for f in b["figures"]}
+    assert sorted(figs) == ["all_gather", "all_reduce", "alltoall", "broadcast", "reduce_scatter"]
+    for f in figs.values():
+        assert f["meta"]["wrong"] == 0 and f["value"] > 0
+        size, t_us, alg, bus = f["meta"]["sweep"][-1]
+        assert bus == pytest.approx(alg * {"all_reduce": 1.0, "broadcast": 1.0}.get(f["name"], 0.5), rel=1e-2, abs=2e-3)
+
+
+@pytest.mark.subprocess
+def test_gpu_suites_skip_without_cuda(tmp_path):
+    from validator.cli import main
+
+    res = CliRunner().invoke(main, ["bench", "bandwidth", "--json", str(tmp_path / "b.json")])
+    assert res.exit_code == 0, res.output
+    assert "SKIP" in res.output and "no CUDA GPU" in res.output

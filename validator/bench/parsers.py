@@ -1,0 +1,257 @@
+"""Parsers for the outputs of external benchmark tools, written from their documented layouts.
+
+nvbandwidth (NVIDIA/nvbandwidth README), nccl-tests (*_perf), gpu-burn (wilicc/gpu-burn),
+dcgmi diag (DCGM user guide), nvidia-smi topo -m, Megatron-LM training log lines.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+
+def _num(tok: str) -> Optional[float]:
+    try:
+        return float(tok)
+    except ValueError:
+        return None  # "N/A"
+
+
+# ---------------------------------------------------------------- nvbandwidth
+@dataclass
+class NvbwTest:
+    """One testcase: matrix[(row, col)] in GB/s (None for N/A), the SUM line, and the matrix title."""
+
+    name: str
+    title: str = ""
+    matrix: Dict[Tuple[int, int], Optional[float]] = field(default_factory=dict)
+    sum_gbs: Optional[float] = None
+    waived: bool = False
+
+
+def parse_nvbandwidth(text: str) -> Dict[str, NvbwTest]:
+    """'Running <test>.' / '<title> bandwidth (GB/s)' / header of column ids / rows / 'SUM <test> <v>'."""
+    tests: Dict[str, NvbwTest] = {}
+    cur: Optional[NvbwTest] = None
+    cols: List[int] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        m = re.match(r"Running (\S+?)\.?$", line)
+        if m:
+            cur = tests.setdefault(m.group(1), NvbwTest(m.group(1)))
+            cols = []
+            continue
+        if cur is None or not line:
+            continue
+        if line.lower().startswith("waived"):
+            cur.waived = True
+            continue
+        if "bandwidth" in line.lower() and "(GB/s)" in line:
+            cur.title = line
+            continue
+        m = re.match(r"SUM (\S+) ([\d.]+)", line)
+        if m:
+            tests.setdefault(m.group(1), NvbwTest(m.group(1))).sum_gbs = float(m.group(2))
+            continue
+        toks = line.split()
+        if toks and all(t.isdigit() for t in toks) and not cols:
+            cols = [int(t) for t in toks]
+            continue
+        if cols and toks and toks[0].isdigit() and len(toks) == len(cols) + 1:
+            row = int(toks[0])
+            for c, tok in zip(cols, toks[1:]):
+                cur.matrix[(row, c)] = _num(tok)
+    return tests
+
+
+# ---------------------------------------------------------------- nccl-tests
+@dataclass(frozen=True)
+class NcclRow:
+    size: int
+    count: int
+    dtype: str
+    redop: str
+    time_us: float
+    algbw: float
+    busbw: float
+    wrong: Optional[int]
+    ip_time_us: Optional[float]
+    ip_algbw: Optional[float]
+    ip_busbw: Optional[float]
+
+
+@dataclass
+class NcclTestsOutput:
+    rows: List[NcclRow] = field(default_factory=list)
+    avg_busbw: Optional[float] = None
+    out_of_bounds: Optional[int] = None
+    nranks: Optional[int] = None
+
+
+def parse_nccl_tests(text: str) -> NcclTestsOutput:
+    """Data rows: size count type redop [root] | time algbw busbw #wrong | time algbw busbw #wrong.
+
+    Reading the last eight columns from the end covers both layouts (with and without 'root',
+    '#wrong' as an integer or the older 'error' float)."""
+    out = NcclTestsOutput()
+    ranks = 0
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            if re.match(r"#\s+Rank\s+\d+", line):
+                ranks += 1
+            m = re.search(r"Avg bus bandwidth\s*:\s*([\d.]+)", line)
+            if m:
+                out.avg_busbw = float(m.group(1))
+            m = re.search(r"Out of bounds values\s*:\s*(\d+)", line)
+            if m:
+                out.out_of_bounds = int(m.group(1))
+            continue
+        toks = line.split()
+        if len(toks) < 12 or not toks[0].isdigit() or not toks[1].isdigit():
+            continue
+        tail = toks[-8:]
+        oop_t, oop_a, oop_b = _num(tail[0]), _num(tail[1]), _num(tail[2])
+        if oop_t is None or oop_a is None or oop_b is None:
+            continue
+        wrong = _num(tail[3])
+        out.rows.append(
+            NcclRow(
+                size=int(toks[0]),
+                count=int(toks[1]),
+                dtype=toks[2],
+                redop=toks[3],
+                time_us=oop_t,
+                algbw=oop_a,
+                busbw=oop_b,
+                wrong=None if wrong is None else int(wrong),
+                ip_time_us=_num(tail[4]),
+                ip_algbw=_num(tail[5]),
+                ip_busbw=_num(tail[6]),
+            )
+        )
+    out.nranks = ranks or None
+    return out
+
+
+# ---------------------------------------------------------------- gpu-burn
+@dataclass
+class GpuBurnOutput:
+    gflops: Dict[int, float] = field(default_factory=dict)  # last progress line, per GPU
+    errors: Dict[int, int] = field(default_factory=dict)
+    temps: Dict[int, float] = field(default_factory=dict)
+    verdict: Dict[int, str] = field(default_factory=dict)  # "OK" / "FAULTY"
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.verdict) and all(v == "OK" for v in self.verdict.values())
+
+
+def parse_gpu_burn(text: str) -> GpuBurnOutput:
+    """Progress: '50.0%  proc'd: 4824 (37584 Gflop/s) - 4800 (37000 Gflop/s)   errors: 0 - 0   temps: 45 C - 46 C';
+    end: 'GPU 0: OK' / 'GPU 1: FAULTY'."""
+    out = GpuBurnOutput()
+    for raw in text.replace("\r", "\n").splitlines():
+        line = raw.strip()
+        m = re.match(r"GPU (\d+): (OK|FAULTY)\b", line)
+        if m:
+            out.verdict[int(m.group(1))] = m.group(2)
+            continue
+        if "proc'd:" in line and "Gflop/s" in line:
+            gf = [float(x) for x in re.findall(r"\(([\d.]+) Gflop/s\)", line)]
+            out.gflops = dict(enumerate(gf))
+            m = re.search(r"errors:\s*([^a-z]+?)\s*(?:temps:|$)", line)
+            if m:
+                errs = [int(x) for x in re.findall(r"\d+", m.group(1))]
+                out.errors = dict(enumerate(errs))
+            m = re.search(r"temps:\s*(.*)$", line)
+            if m:
+                out.temps = {i: float(t) for i, t in enumerate(re.findall(r"(\d+) C", m.group(1)))}
+    return out
+
+
+# ---------------------------------------------------------------- dcgmi diag
+def parse_dcgmi_diag(text: str) -> Dict[str, str]:
+    """'| Memory Bandwidth | Pass - All |' rows -> {'Memory Bandwidth': 'Pass - All'} (Metadata rows too)."""
+    out: Dict[str, str] = {}
+    for line in text.splitlines():
+        m = re.match(r"\|\s*([^|]+?)\s*\|\s*([^|]+?)\s*\|\s*$", line.strip())
+        if m and not m.group(1).startswith(("-", "=", "Diagnostic")):
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def dcgmi_failures(results: Dict[str, str]) -> List[str]:
+    return [f"{k}: {v}" for k, v in results.items() if v.lower().startswith(("fail", "error"))]
+
+
+# ---------------------------------------------------------------- nvidia-smi topo -m
+@dataclass
+class Topology:
+    gpus: List[str] = field(default_factory=list)
+    links: Dict[Tuple[int, int], str] = field(default_factory=dict)  # (0, 1) -> "NV18"
+    cpu_affinity: Dict[int, str] = field(default_factory=dict)
+    numa_affinity: Dict[int, str] = field(default_factory=dict)
+
+    def nvlinks(self, a: int, b: int) -> int:
+        m = re.match(r"NV(\d+)", self.links.get((a, b), ""))
+        return int(m.group(1)) if m else 0
+
+
+def parse_topo_matrix(text: str) -> Topology:
+    """The matrix part of `nvidia-smi topo -m` (ANSI underline codes in the header are ignored)."""
+    topo = Topology()
+    header: List[str] = []
+    for raw in text.splitlines():
+        line = re.sub(r"\x1b\[[0-9;]*m", "", raw).rstrip()
+        if not line.strip() or line.strip().startswith("Legend"):
+            if header and topo.links:
+                break
+            continue
+        cells = [c.strip() for c in line.split("\t")]
+        if not header and "CPU Affinity" in line:
+            header = [c for c in cells if c]
+            continue
+        if header and cells[0].startswith("GPU"):
+            name = cells[0]
+            vals = cells[1:]
+            topo.gpus.append(name)
+            me = len(topo.gpus) - 1
+            for j, col in enumerate(header):
+                if j >= len(vals):
+                    break
+                if re.fullmatch(r"GPU\d+", col):
+                    other = int(col[3:])
+                    if other != me:
+                        topo.links[(me, other)] = vals[j]
+                elif col == "CPU Affinity":
+                    topo.cpu_affinity[me] = vals[j]
+                elif col == "NUMA Affinity":
+                    topo.numa_affinity[me] = vals[j]
+    return topo
+
+
+# ---------------------------------------------------------------- Megatron-LM
+_MEGATRON_ITER = re.compile(
+    r"iteration\s+(\d+)/\s*(\d+).*?elapsed time per iteration \(ms\):\s*([\d.]+)"
+    r"(?:.*?throughput per GPU \(TFLOP/s/GPU\):\s*([\d.]+))?"
+)
+
+
+def parse_megatron_log(text: str) -> List[dict]:
+    """Megatron's per-interval log lines -> [{'iteration', 'ms', 'tflops_per_gpu'}]."""
+    rows = []
+    for line in text.splitlines():
+        m = _MEGATRON_ITER.search(line)
+        if m:
+            rows.append(
+                {
+                    "iteration": int(m.group(1)),
+                    "ms": float(m.group(3)),
+                    "tflops_per_gpu": float(m.group(4)) if m.group(4) else None,
+                }
+            )
+    return rows

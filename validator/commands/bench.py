@@ -1,0 +1,165 @@
+"""gpu-validate bench bandwidth|gemm|nccl|train|all: the benchmarks, compared with the catalog baselines."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from validator.atomic import write_text
+from validator.bench import evaluate, suite
+from validator.bench.formulas import COLLECTIVES, parse_size
+from validator.bench.gpt import CONFIGS
+from validator.errors import UserError
+
+_MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
+
+
+def _catalog():
+    try:
+        from validator.catalog import load_catalog
+
+        return load_catalog()
+    except Exception:
+        return None
+
+
+def _csv(ctx, param, value):
+    if value is None or isinstance(value, tuple):
+        return value
+    return tuple(x.strip() for x in value.split(",") if x.strip())
+
+
+def _gpus(ctx, param, value):
+    if not value:
+        return ()
+    try:
+        return tuple(int(x) for x in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected GPU indices like 0,1,2, got {value!r}") from None
+
+
+def _size(ctx, param, value):
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def common(f):
+    f = click.option("--gpus", callback=_gpus, default="", help="GPU indices (default: all).")(f)
+    f = click.option("--short", is_flag=True, help="The short version run at validation level full.")(f)
+    f = click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results as JSON here.")(f)
+    f = click.option("--out-dir", type=click.Path(file_okay=False),
+                     help="Write report files (json, html, junit, prom) into this folder.")(f)
+    f = click.option("--stream", is_flag=True, help="Show the benchmark child's own output live.")(f)
+    return f
+
+
+def _options(short: bool, **kw) -> suite.Options:
+    kw = {k: v for k, v in kw.items() if v is not None}
+    return suite.Options.short(**kw) if short else suite.Options(**kw)
+
+
+def render_table(results) -> str:
+    rows = [("status", "check", "subject", "observed")]
+    for r in results:
+        rows.append((_MARK[r.status], r.id, r.subject, r.observed))
+    w = [max(len(str(row[i])) for row in rows) for i in range(3)]
+    return "\n".join(f"{a:<{w[0]}}  {b:<{w[1]}}  {c:<{w[2]}}  {d}" for a, b, c, d in rows)
+
+
+def _finish(names, o: suite.Options, json_path, out_dir) -> None:
+    t0 = time.perf_counter()
+    rep = suite.run_suites(names, o)
+    catalog = _catalog()
+    results = []
+    for run in rep.runs:
+        results.extend(evaluate.to_results(run, catalog, rep.topology, duration_ms=run.seconds * 1e3))
+    click.echo(render_table(results))
+    for run in rep.runs:
+        click.echo(f"# {run.suite}: {run.seconds:.1f} s" + (f", skipped: {run.skipped}" if run.skipped else ""))
+    doc = {"benchmarks": [r.to_dict() for r in rep.runs], "results": [r.to_dict() for r in results],
+           "topology": None if rep.topology is None else {
+               "gpus": rep.topology.gpus, "links": {f"{a}-{b}": v for (a, b), v in rep.topology.links.items()}},
+           "seconds": round(time.perf_counter() - t0, 1)}
+    if json_path:
+        write_text(json_path, json.dumps(doc, indent=2, sort_keys=True))
+    if out_dir:
+        from validator.bench import report_out
+
+        report_out.write(out_dir, results, doc)
+    worst = max((r.status for r in results), key=lambda s: {"fail": 3, "warn": 2, "pass": 1, "skip": 0}[s],
+                default="skip")
+    if worst == "fail":
+        sys.exit(1)
+
+
+@click.group("bench")
+def command():
+    """Benchmarks against the catalog baselines (CUDA work runs in a child process)."""
+
+
+@command.command("bandwidth")
+@common
+@click.option("--size", callback=_size, default="1G", show_default=True, help="Bytes per copy.")
+@click.option("--reps", type=click.IntRange(1, 1000), default=None, help="Timed repetitions (median taken).")
+def bandwidth(gpus, short, json_path, out_dir, stream, size, reps):
+    """H2D/D2H pinned and pageable, both ways at once, device copy, P2P per pair; nvbandwidth too if installed."""
+    _finish(["bandwidth"], _options(short, gpus=gpus, size_bytes=size, reps=reps, verbose=stream), json_path, out_dir)
+
+
+@command.command("gemm")
+@common
+@click.option("--seconds", type=click.FloatRange(0.5, 36000), default=None, help="Seconds per dtype.")
+@click.option("--dtypes", callback=_csv, default="bf16,fp16,tf32,fp32,fp64", show_default=True)
+@click.option("--size", "n", type=click.IntRange(256, 65536), default=8192, show_default=True, help="n of n^3 GEMMs.")
+def gemm(gpus, short, json_path, out_dir, stream, seconds, dtypes, n):
+    """Sustained GEMM on every GPU at once, gpu-burn style error check, NVML samples; gpu_burn/dcgmi if installed."""
+    bad = [d for d in dtypes if d not in ("bf16", "fp16", "tf32", "fp32", "fp64")]
+    if bad:
+        raise UserError(f"--dtypes: unknown {', '.join(bad)}; known: bf16, fp16, tf32, fp32, fp64")
+    _finish(["gemm"], _options(short, gpus=gpus, gemm_seconds=seconds, dtypes=tuple(dtypes), gemm_size=n,
+                               verbose=stream), json_path, out_dir)
+
+
+@command.command("nccl")
+@common
+@click.option("--ops", callback=_csv, default=",".join(COLLECTIVES), show_default=True)
+@click.option("--min-bytes", callback=_size, default="1M", show_default=True)
+@click.option("--max-bytes", callback=_size, default=None, help="Largest size (gated on) [default 8G; short 1G].")
+@click.option("--factor", type=click.IntRange(2, 64), default=None, help="Size step factor [4; short 8].")
+@click.option("--engine", type=click.Choice(["auto", "torch", "nccl-tests"]), default="auto", show_default=True)
+def nccl(gpus, short, json_path, out_dir, stream, ops, min_bytes, max_bytes, factor, engine):
+    """Collectives through torch.distributed (one process per GPU; torchrun/srun/mpirun aware); nccl-tests too."""
+    bad = [x for x in ops if x not in COLLECTIVES]
+    if bad:
+        raise UserError(f"--ops: unknown {', '.join(bad)}; known: {', '.join(COLLECTIVES)}")
+    _finish(["nccl"], _options(short, gpus=gpus, nccl_ops=tuple(ops), nccl_min=min_bytes, nccl_max=max_bytes,
+                               nccl_factor=factor, nccl_engine=engine, verbose=stream), json_path, out_dir)
+
+
+@command.command("train")
+@common
+@click.option("--model", type=click.Choice(sorted(CONFIGS)), default="gpt-1.2b", show_default=True)
+@click.option("--steps", type=click.IntRange(1, 100000), default=None, help="Timed steps [20; short 10].")
+@click.option("--warmup", type=click.IntRange(1, 1000), default=None, help="Untimed steps first (compile).")
+@click.option("--micro-batch", type=click.IntRange(1, 4096), default=None, help="Sequences per GPU per step.")
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True)
+@click.option("--engine", type=click.Choice(["builtin", "megatron"]), envvar="GPUFORGE_TRAIN_ENGINE",
+              default="builtin", show_default=True, help="megatron: Megatron-LM when installed (NGC container).")
+@click.option("--compile/--no-compile", "compile_", default=True, show_default=True, help="torch.compile the blocks.")
+def train(gpus, short, json_path, out_dir, stream, model, steps, warmup, micro_batch, device, engine, compile_):
+    """GPT on synthetic tokens, bf16, SDPA: tokens/s, model TFLOP/s (Megatron formula), MFU vs dense peak."""
+    _finish(["train"], _options(short, gpus=gpus, train_model=model, train_steps=steps, train_warmup=warmup,
+                                micro_batch=micro_batch, train_device=device, train_engine=engine,
+                                compile=compile_, verbose=stream), json_path, out_dir)
+
+
+@command.command("all")
+@common
+def all_(gpus, short, json_path, out_dir, stream):
+    """bandwidth, gemm, nccl and train in turn."""
+    _finish(list(suite.SUITES), _options(short, gpus=gpus, verbose=stream), json_path, out_dir)
