@@ -118,7 +118,8 @@ def _opt(sec: dict, key: str, kinds, src: str, path: str, default, choices=None)
     if v is None:
         return None
     ok = isinstance(v, kinds) and not (kinds in (int, float, (int, float)) and isinstance(v, bool))
-    _want(ok, src, path, getattr(kinds, "__name__", "a number"), v)
+    names = {str: "a string", bool: "true or false", int: "an integer"}
+    _want(ok, src, path, f"one of {', '.join(map(str, choices))}" if choices else names.get(kinds, "a number"), v)
     if choices:
         _want(v in choices, src, path, f"one of {', '.join(map(str, choices))}", v)
     return v
@@ -157,7 +158,9 @@ def _parse(data: Any, src: str) -> TuningProfile:
         governor=_opt(c, "governor", str, src, "cpu.governor", "performance", _GOVERNORS),
         turbo=_opt(c, "turbo", bool, src, "cpu.turbo", True),
         max_cstate=_opt(c, "max_cstate", int, src, "cpu.max_cstate", 1),
-        smt=_opt(c, "smt", str, src, "cpu.smt", "any", _SMT) or "any",
+        # YAML 1.1 reads a bare on/off as a boolean: accept it for the on|off|any switch
+        smt=_opt({k: ({True: "on", False: "off"}[v] if isinstance(v, bool) else v) for k, v in c.items()},
+                 "smt", str, src, "cpu.smt", "any", _SMT) or "any",
     )
     m = _section(data, "memory", ("transparent_hugepage", "hugepages_2m", "swap"), src)
     memory = MemoryTuning(
