@@ -18,7 +18,7 @@ from validator.node import NodeReadError, NotCaptured
 log = logging.getLogger("gpuforge.runner")
 
 
-def _load_full_level_modules() -> List[str]:
+def load_full_level_modules() -> List[str]:
     """Import the modules that hook full-level checks in; a module that is absent adds nothing."""
     problems = []
     for name in base.FULL_LEVEL_MODULES:
@@ -87,7 +87,7 @@ def run_checks(ctx: Context, level: str = "quick", groups: Optional[Sequence[str
     """Every check for the level, in order; one failing or crashing check never stops the rest."""
     if level not in LEVELS:
         raise ValueError(f"level {level!r} not in {LEVELS}")
-    problems = _load_full_level_modules() if level == "full" else []
+    problems = load_full_level_modules() if level == "full" else []
     results: List[CheckResult] = []
     specs = specs_for(level, groups, ids)
     for spec in specs:

@@ -140,3 +140,17 @@ def test_node_side_parses_as_python39():
     pkg = Path(__file__).resolve().parents[2] / "validator"
     for f in sorted(pkg.rglob("*.py")):
         ast.parse(f.read_text(), filename=str(f), feature_version=(3, 9))
+
+
+def test_amd_node_ignores_intel_only_flags(h100_copy):
+    sub(h100_copy, "proc/cpuinfo", r"GenuineIntel", "AuthenticAMD")
+    got = _got(h100_copy)
+    assert got[("iommu.cmdline", "")].observed == "missing: amd_iommu=on iommu=pt"
+    assert got[("kernel.cmdline", "")].observed == "missing: pcie_aspm=off processor.max_cstate=1"
+
+
+def test_docs_list_every_builtin_check():
+    from validator.checks.base import REGISTRY
+    doc = (Path(__file__).resolve().parents[2] / "docs/validator.md").read_text()
+    builtin = [s.id for s in REGISTRY if s.func.__module__.startswith("validator.checks.")]
+    assert builtin and [i for i in builtin if f"| {i} |" not in doc] == []

@@ -26,6 +26,10 @@ CMD_LSPCI_VVV = ("lspci-vvv.txt", ["lspci", "-vvv"])
 CMD_NVCC = ("nvcc.txt", ["nvcc", "--version"])
 
 
+# Kernel parameters that only act on one CPU vendor.
+_VENDOR_PREFIXES = {"intel": ("intel_iommu=", "intel_idle.", "intel_pstate="), "amd": ("amd_iommu=", "amd_pstate=")}
+
+
 @dataclass(frozen=True)
 class Expectation:
     """--expect "8xH100" (or "2xH200,1xL4"): how many GPUs of which model/family."""
@@ -257,6 +261,14 @@ class Context:
         m = re.search(r"^vendor_id\s*:\s*(\S+)", text, re.M)
         v = (m.group(1) if m else "").lower()
         return "intel" if "intel" in v else "amd" if "amd" in v else ""
+
+    def vendor_flags(self, flags: Sequence[str]) -> List[str]:
+        """Drop the other CPU vendor's kernel parameters: the image carries both, only this CPU's matter."""
+        vendor = self.cpu_vendor
+        if not vendor:
+            return list(flags)
+        other = "amd" if vendor == "intel" else "intel"
+        return [f for f in flags if not any(f.startswith(p) for p in _VENDOR_PREFIXES[other])]
 
     def which(self, tool: str) -> Optional[str]:
         return self.node.which(tool)

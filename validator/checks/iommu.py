@@ -101,11 +101,7 @@ def passthrough(ctx: Context):
 
 @check("iommu.cmdline", "iommu", "quick", "IOMMU kernel parameters")
 def cmdline(ctx: Context):
-    flags = [f for f in ctx.profile.cmdline if f.split("=")[0] in IOMMU_KEYS]
-    vendor = ctx.cpu_vendor
-    # The image carries both vendors' flags; on a known vendor only its own one matters.
-    flags = [f for f in flags if not (vendor == "amd" and f.startswith("intel_iommu=")) and
-             not (vendor == "intel" and f.startswith("amd_iommu="))]
+    flags = ctx.vendor_flags([f for f in ctx.profile.cmdline if f.split("=")[0] in IOMMU_KEYS])
     if not flags:
         return skip("not checked: the tuning profile sets no IOMMU parameters")
     params = ctx.cmdline

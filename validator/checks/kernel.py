@@ -14,7 +14,7 @@ _OWNED_ELSEWHERE = set(OWNED_SYSCTLS) | {"kernel.numa_balancing"}
 
 @check("kernel.cmdline", "kernel", "quick", "Kernel command line (tuning profile)")
 def cmdline(ctx: Context):
-    flags = [f for f in ctx.profile.cmdline if f.split("=")[0] not in IOMMU_KEYS]
+    flags = ctx.vendor_flags([f for f in ctx.profile.cmdline if f.split("=")[0] not in IOMMU_KEYS])
     if not flags:
         return skip("not checked: the tuning profile sets no other kernel parameters")
     params = ctx.cmdline

@@ -43,12 +43,21 @@ def format_for_path(path: str) -> str:
               help="Seconds the CUDA child may take (standard level).")
 @click.option("--docker-image", metavar="IMAGE", help="Image for the `docker run --gpus all` check (default: a local CUDA image).")
 @click.option("--no-color", is_flag=True, help="No ANSI colours even on a TTY.")
-def command(level, root, profile, expect, fmt, output, save, groups, ids, no_nvml, cuda_timeout, docker_image, no_color):
+@click.option("--list-checks", is_flag=True, help="List the checks the level runs (id, group, level, title) and exit.")
+def command(level, root, profile, expect, fmt, output, save, groups, ids, no_nvml, cuda_timeout, docker_image, no_color,
+            list_checks):
     """Validate a GPU node in 8 groups (cpu numa iommu pcie gpu memory kernel container).
 
     Exit status: 0 all pass, 1 any check failed, 3 warnings only, 2 usage error.
     """
-    from validator.runner import validate
+    from validator.runner import load_full_level_modules, specs_for, validate
+
+    if list_checks:
+        if level == "full":
+            load_full_level_modules()
+        for s in specs_for(level, groups or None, ids or None):
+            click.echo(f"{s.id:<28} {s.group:<9} {s.level:<8} {s.title}")
+        return
 
     save_fmts = [(p, format_for_path(p)) for p in save]  # bad extension: usage error before any work
     report = validate(root=root, level=level, profile=profile, expect=expect, groups=groups or None,
