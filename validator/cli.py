@@ -17,6 +17,7 @@ SUBCOMMANDS: list = [
     "run",
     "report",
     "fleet",
+    "capture",
     "drivers",
 ]
 

@@ -102,3 +102,41 @@ def test_nvml_unavailable_falls_back_to_nvidia_smi(monkeypatch, h100_node):
     monkeypatch.setitem(sys.modules, "pynvml", broken)  # no nvmlInit: NvmlUnavailable
     rep = validate(root=h100_node, use_nvml=True)
     assert {r.id: r.status for r in rep.results}["gpu.persistence"] == "pass"
+
+
+@pytest.mark.subprocess
+def test_cli_live_with_nvidia_smi_on_path(tmp_path, h100_node):
+    """A live node whose only GPU tool is nvidia-smi (NVML off): the XML path runs for real."""
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\ncat '{h100_node / 'cmd/nvidia-smi-q.xml'}'\n")
+    fake.chmod(0o755)
+    out = tmp_path / "live.json"
+    env = dict(__import__("os").environ, PATH=f"{fake.parent}:{__import__('os').environ['PATH']}")
+    p = subprocess.run([sys.executable, "-m", "validator", "run", "--no-nvml", "--format", "json", "-o", str(out),
+                        "--group", "gpu"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    d = json.loads(out.read_text())
+    got = {(r["id"], r["subject"]): r for r in d["results"]}
+    assert d["driver_version"] == "580.159.04" and d["gpus"][0]["bus_id"] == "0000:00:06.0"
+    assert got[("gpu.ecc_errors", "GPU0 0000:00:06.0")]["status"] == "pass"
+    assert got[("gpu.persistence", "GPU0 0000:00:06.0")]["status"] == "pass"
+    assert p.returncode == d["exit_code"]
+
+
+@pytest.mark.subprocess
+def test_capture_this_node_replays_the_same(tmp_path):
+    """`gpu-validate capture` then `run --root` gives the live run's statuses, check by check."""
+    from validator.capture import capture
+    from validator.runner import validate
+    snap = capture(tmp_path / "snap")
+    live = {(r.id, r.subject): r.status for r in validate(root="/").results}
+    replay = {(r.id, r.subject): r.status for r in validate(root=snap).results}
+    assert replay == live
+    assert (snap / "cmd/which.txt").is_file() and not list(tmp_path.glob(".snap.*"))
+
+
+def test_capture_refuses_existing_folder(tmp_path):
+    from validator.capture import capture
+    from validator.errors import UserError
+    with pytest.raises(UserError, match="already exists"):
+        capture(tmp_path)
