@@ -33,7 +33,7 @@ H100_EXPECTED = {
     ("gpu.driver_loaded", ""): ("pass", "580.159.04 (open kernel module)"),
     ("gpu.count", ""): ("pass", "1 on PCI, 1 seen by the driver"),
     ("gpu.model", ""): ("pass", "1x H100 SXM5 80GB"),
-    ("gpu.driver_version", ""): ("pass", "driver 580.159.04 (branch 580)"),
+    ("gpu.driver_version", ""): ("pass", "driver 580.159.04 (branch 580, open modules): open: branch 580 is within"),
     ("gpu.cuda_version", ""): ("pass", "toolkit CUDA 13.0"),
     ("gpu.persistence", GPU0): ("pass", "enabled"),
     ("gpu.ecc_mode", GPU0): ("pass", "on"),

@@ -154,3 +154,20 @@ def test_docs_list_every_builtin_check():
     doc = (Path(__file__).resolve().parents[2] / "docs/validator.md").read_text()
     builtin = [s.id for s in REGISTRY if s.func.__module__.startswith("validator.checks.")]
     assert builtin and [i for i in builtin if f"| {i} |" not in doc] == []
+
+
+def _driver(root, version: str, open_modules: bool) -> None:
+    kind = "Open Kernel Module" if open_modules else "Kernel Module"
+    write(root, "proc/driver/nvidia/version", f"NVRM version: NVIDIA UNIX {kind} for x86_64  {version}  Release Build\n")
+    write(root, "sys/module/nvidia/version", version + "\n")
+    sub(root, "cmd/nvidia-smi-q.xml", r"<driver_version>[^<]*<", f"<driver_version>{version}<")
+
+
+def test_driver_id_lists_decide(h100_copy):
+    """facts.md: H100 (10de:2330) is in 535.261.03's nvidia.ids but not in nvidia-open.ids."""
+    _driver(h100_copy, "535.261.03", open_modules=True)
+    r = _got(h100_copy)[("gpu.driver_version", "")]
+    assert r.status == "fail" and "nvidia-open.ids" in r.observed
+    _driver(h100_copy, "535.261.03", open_modules=False)
+    r = _got(h100_copy)[("gpu.driver_version", "")]
+    assert r.status == "pass" and "nvidia.ids" in r.observed

@@ -144,23 +144,50 @@ def driver_version(ctx: Context):
         return fail(f"kernel module {kmod}, user space {user}", "the same version",
                     "driver/library version mismatch: reboot or reload the nvidia modules after a driver update")
     branch = int(_vkey(user)[0]) if _vkey(user) else None
-    problems, seen = [], []
+    flavour = _loaded_flavour(ctx)
+    problems, notes, seen = [], [], []
     for g in data.gpus:
         m = ctx.model_of(g)
         if m is None or m.name in seen:
             continue
         seen.append(m.name)
-        hi = m.max_branch if m.max_branch is not None else 10_000
-        if branch is None or not (m.min_branch <= branch <= hi):
-            rng = f"{m.min_branch}..{m.max_branch if m.max_branch is not None else 'latest'}"
-            problems.append(f"{m.name} needs branch {rng}")
-    exp = "a branch the catalog lists for every GPU" + (f" ({', '.join(seen)})" if seen else "")
+        ok_, why = _driver_fits(ctx, m, user, flavour)
+        (notes if ok_ else problems).append(why)
+    exp = "a driver the catalog/ID lists support for every GPU" + (f" ({', '.join(seen)})" if seen else "")
+    flav = f", {flavour} modules" if flavour else ""
     if problems:
-        return fail(f"driver {user} (branch {branch}): " + "; ".join(problems), exp,
-                    "install a supported driver branch: `gpu-validate detect` names the matching package")
+        return fail(f"driver {user} (branch {branch}{flav}): " + "; ".join(problems), exp,
+                    "install a supported driver: `gpu-validate detect` names the matching package")
     if not seen:
         return skip(f"driver {user}: no GPU model known to the catalog to compare with", exp)
-    return ok(f"driver {user} (branch {branch})", exp)
+    return ok(f"driver {user} (branch {branch}{flav}): " + "; ".join(notes), exp)
+
+
+def _loaded_flavour(ctx: Context) -> Optional[str]:
+    first = (ctx.text_or("/proc/driver/nvidia/version") or "").splitlines()[:1]
+    if not first:
+        return None
+    return "open" if "Open Kernel Module" in first[0] else "proprietary"
+
+
+def _driver_fits(ctx: Context, model, driver: str, flavour: Optional[str]):
+    """(ok, reason) from the selection rules (driver ID lists, flavour rules); the catalog's branch range without them."""
+    try:
+        from validator.idlists import lists_for_driver
+        from validator.selection import branch_supports, flavour_allowed
+    except ImportError:
+        b = int(_vkey(driver)[0])
+        hi = model.max_branch if model.max_branch is not None else 10_000
+        ok_ = model.min_branch <= b <= hi
+        return ok_, f"{model.name}: branch {b} {'within' if ok_ else 'outside'} {model.min_branch}..{model.max_branch or 'latest'}"
+    try:
+        lists = lists_for_driver(driver)
+    except Exception:  # unreadable shipped lists: the catalog range decides
+        lists = None
+    d = branch_supports(model, driver, lists)
+    if d.ok and flavour:
+        d = flavour_allowed(model, flavour, driver, lists)
+    return d.ok, d.reason
 
 
 @check("gpu.cuda_version", "gpu", "quick", "CUDA driver/toolkit compatibility")
