@@ -52,7 +52,7 @@ def test_collectives_over_gloo_two_ranks(tmp_path):
 
     out = tmp_path / "n.json"
     res = CliRunner().invoke(main, ["bench", "nccl", "--min-bytes", "64K", "--max-bytes", "256K",
-                                    "--engine", "torch", "--json", str(out)])
+                                    "--engine", "torch", "--backend", "gloo", "--json", str(out)])
     assert res.exit_code == 0, res.output
     b = json.loads(out.read_text())["benchmarks"][0]
     assert b["info"]["backend"] == "gloo" and b["info"]["ranks"] == 2 and b["errors"] == []
@@ -68,6 +68,7 @@ def test_collectives_over_gloo_two_ranks(tmp_path):
 def test_gpu_suites_skip_without_cuda(tmp_path):
     from validator.cli import main
 
-    res = CliRunner().invoke(main, ["bench", "bandwidth", "--json", str(tmp_path / "b.json")])
-    assert res.exit_code == 0, res.output
-    assert "SKIP" in res.output and "no CUDA GPU" in res.output
+    for suite in ("bandwidth", "train", "nccl"):
+        res = CliRunner().invoke(main, ["bench", suite, "--json", str(tmp_path / "b.json")])
+        assert res.exit_code == 0, res.output
+        assert "SKIP" in res.output and "no CUDA GPU" in res.output

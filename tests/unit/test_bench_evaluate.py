@@ -131,12 +131,15 @@ def test_to_results_and_report_formats(cat, tmp_path):
     results = evaluate.to_results(run, cat, duration_ms=1500)
     assert {(r.id, r.level, r.status) for r in results} >= {
         ("pcie.bench_host_copy", "full", "fail"), ("gpu.bench_mem_copy", "full", "pass")}
-    files = report_out.write(str(tmp_path), results, {"results": [r.to_dict() for r in results]})
-    assert sorted(p.split("/")[-1] for p in files) == ["bench.json", "bench.junit.xml", "bench.prom"]
-    junit = (tmp_path / "bench.junit.xml").read_text()
-    assert 'failures="1"' in junit and 'name="pcie.bench_host_copy[GPU0 h2d_pinned]"' in junit
-    prom = (tmp_path / "bench.prom").read_text()
-    assert 'gpuforge_bench_value{check="gpu.bench_mem_copy",subject="GPU0 device_copy",unit="GB/s"} 2950.0' in prom
+    report = report_out.make_report(results, [run], 0.0, 1.5)
+    assert report.exit_code == 1 and report.gpus[0]["name"] == "NVIDIA H100 80GB HBM3"
+    files = report_out.write(str(tmp_path), report, {"benchmarks": [run.to_dict()]})
+    assert sorted(p.split("/")[-1] for p in files) == ["bench.json", "report.html", "report.json", "report.prom",
+                                                        "report.txt", "report.xml"]
+    assert "pcie.bench_host_copy" in (tmp_path / "report.xml").read_text()
+    assert "2950" in (tmp_path / "report.prom").read_text()
+    html = (tmp_path / "report.html").read_text()
+    assert "<svg" in html and "gpu.bench_mem_copy" in html
 
 
 def test_decode_and_summarise_clock_events():

@@ -183,7 +183,9 @@ def run(params: dict) -> BenchRun:
         os.environ.update(launchmod.rendezvous_env(launch, os.environ))
         r = rank_main(launch.rank, launch.world, launch.local_rank, params, "env://")
         return r if r is not None else BenchRun("nccl", skipped=f"rank {launch.rank}: results are on rank 0")
-    cuda = torch.cuda.is_available() and params.get("backend", "nccl") == "nccl"
+    cuda = params.get("backend", "nccl") == "nccl"
+    if cuda and not torch.cuda.is_available():
+        return BenchRun("nccl", skipped="no CUDA GPU visible to PyTorch (--backend gloo runs the CPU path)")
     world = int(params.get("ranks") or (torch.cuda.device_count() if cuda else 2))
     result_path = params["result_path"] + ".rank0"
     torch.multiprocessing.spawn(_spawned, args=(world, launchmod.free_port(), params, result_path),

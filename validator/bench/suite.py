@@ -40,6 +40,7 @@ class Options:
     nccl_factor: int = 4
     nccl_ops: tuple = COLLECTIVES
     nccl_engine: str = "auto"  # auto | torch | nccl-tests
+    nccl_backend: str = "nccl"  # gloo: the same collectives between CPU processes (tests, CPU-only nodes)
     train_model: str = "gpt-1.2b"
     train_steps: int = 20
     train_warmup: int = 6
@@ -170,14 +171,14 @@ def _add_dcgmi(run: BenchRun) -> None:
 
 def nccl(o: Options) -> BenchRun:
     params = {"gpus": list(o.gpus), "min_bytes": o.nccl_min, "max_bytes": o.nccl_max, "factor": o.nccl_factor,
-              "ops": list(o.nccl_ops)}
+              "ops": list(o.nccl_ops), "backend": o.nccl_backend}
     if o.gpus:
         params["ranks"] = len(o.gpus)
     if o.nccl_engine in ("auto", "torch"):
         run = run_child("nccl", params, o.timeout_s, o.verbose)
     else:
         run = BenchRun("nccl")
-    if o.nccl_engine in ("auto", "nccl-tests"):
+    if o.nccl_engine in ("auto", "nccl-tests") and o.nccl_backend == "nccl":
         _add_nccl_tests(run, o)
     return run
 

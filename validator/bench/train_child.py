@@ -138,7 +138,11 @@ def run(params: dict) -> BenchRun:
     import torch
 
     cfg = gpt.get_config(params.get("model", "gpt-1.2b"))
-    use_cuda = params.get("device", "cuda") == "cuda" and torch.cuda.is_available()
+    use_cuda = params.get("device", "cuda") == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        # Never fall back to the CPU silently: a GPT-1.2B step there takes minutes and tens of GB.
+        return BenchRun("train", skipped="no CUDA GPU visible to PyTorch (use --device cpu --model gpt-tiny "
+                                         "for a CPU smoke run)")
     launch = launchmod.detect(os.environ)
     if launch is not None:
         os.environ.update(launchmod.rendezvous_env(launch, os.environ))

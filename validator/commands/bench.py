@@ -42,6 +42,8 @@ def _gpus(ctx, param, value):
 
 
 def _size(ctx, param, value):
+    if value is None:
+        return None
     try:
         return parse_size(value)
     except ValueError as e:
@@ -53,7 +55,9 @@ def common(f):
     f = click.option("--short", is_flag=True, help="The short version run at validation level full.")(f)
     f = click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results as JSON here.")(f)
     f = click.option("--out-dir", type=click.Path(file_okay=False),
-                     help="Write report files (json, html, junit, prom) into this folder.")(f)
+                     help="Write every report format (report.json/.html/.xml/.prom/.txt) and bench.json here.")(f)
+    f = click.option("--save", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+                     help="Write the report here, format from the extension (.json .html .xml .prom .txt).")(f)
     f = click.option("--stream", is_flag=True, help="Show the benchmark child's own output live.")(f)
     return f
 
@@ -71,8 +75,11 @@ def render_table(results) -> str:
     return "\n".join(f"{a:<{w[0]}}  {b:<{w[1]}}  {c:<{w[2]}}  {d}" for a, b, c, d in rows)
 
 
-def _finish(names, o: suite.Options, json_path, out_dir) -> None:
-    t0 = time.perf_counter()
+def _finish(names, o: suite.Options, json_path, out_dir, save=()) -> None:
+    from validator.commands.run import format_for_path
+
+    save_fmts = [(p, format_for_path(p)) for p in save]  # a bad extension is a usage error before any work
+    started, t0 = time.time(), time.perf_counter()
     rep = suite.run_suites(names, o)
     catalog = _catalog()
     results = []
@@ -87,14 +94,17 @@ def _finish(names, o: suite.Options, json_path, out_dir) -> None:
            "seconds": round(time.perf_counter() - t0, 1)}
     if json_path:
         write_text(json_path, json.dumps(doc, indent=2, sort_keys=True))
-    if out_dir:
+    if out_dir or save_fmts:
         from validator.bench import report_out
 
-        report_out.write(out_dir, results, doc)
-    worst = max((r.status for r in results), key=lambda s: {"fail": 3, "warn": 2, "pass": 1, "skip": 0}[s],
-                default="skip")
-    if worst == "fail":
-        sys.exit(1)
+        report = report_out.make_report(results, rep.runs, started, time.perf_counter() - t0)
+        for path, fmt in save_fmts:
+            report_out.save(path, report, fmt)
+        if out_dir:
+            report_out.write(out_dir, report, doc)
+    from validator.report.model import exit_code_for
+
+    sys.exit(exit_code_for(results))  # as `gpu-validate run`: 0 pass, 1 any fail, 3 warnings only
 
 
 @click.group("bench")
@@ -106,9 +116,10 @@ def command():
 @common
 @click.option("--size", callback=_size, default="1G", show_default=True, help="Bytes per copy.")
 @click.option("--reps", type=click.IntRange(1, 1000), default=None, help="Timed repetitions (median taken).")
-def bandwidth(gpus, short, json_path, out_dir, stream, size, reps):
+def bandwidth(gpus, short, json_path, out_dir, save, stream, size, reps):
     """H2D/D2H pinned and pageable, both ways at once, device copy, P2P per pair; nvbandwidth too if installed."""
-    _finish(["bandwidth"], _options(short, gpus=gpus, size_bytes=size, reps=reps, verbose=stream), json_path, out_dir)
+    _finish(["bandwidth"], _options(short, gpus=gpus, size_bytes=size, reps=reps, verbose=stream),
+            json_path, out_dir, save)
 
 
 @command.command("gemm")
@@ -116,13 +127,13 @@ def bandwidth(gpus, short, json_path, out_dir, stream, size, reps):
 @click.option("--seconds", type=click.FloatRange(0.5, 36000), default=None, help="Seconds per dtype.")
 @click.option("--dtypes", callback=_csv, default="bf16,fp16,tf32,fp32,fp64", show_default=True)
 @click.option("--size", "n", type=click.IntRange(256, 65536), default=8192, show_default=True, help="n of n^3 GEMMs.")
-def gemm(gpus, short, json_path, out_dir, stream, seconds, dtypes, n):
+def gemm(gpus, short, json_path, out_dir, save, stream, seconds, dtypes, n):
     """Sustained GEMM on every GPU at once, gpu-burn style error check, NVML samples; gpu_burn/dcgmi if installed."""
     bad = [d for d in dtypes if d not in ("bf16", "fp16", "tf32", "fp32", "fp64")]
     if bad:
         raise UserError(f"--dtypes: unknown {', '.join(bad)}; known: bf16, fp16, tf32, fp32, fp64")
     _finish(["gemm"], _options(short, gpus=gpus, gemm_seconds=seconds, dtypes=tuple(dtypes), gemm_size=n,
-                               verbose=stream), json_path, out_dir)
+                               verbose=stream), json_path, out_dir, save)
 
 
 @command.command("nccl")
@@ -132,13 +143,15 @@ def gemm(gpus, short, json_path, out_dir, stream, seconds, dtypes, n):
 @click.option("--max-bytes", callback=_size, default=None, help="Largest size (gated on) [default 8G; short 1G].")
 @click.option("--factor", type=click.IntRange(2, 64), default=None, help="Size step factor [4; short 8].")
 @click.option("--engine", type=click.Choice(["auto", "torch", "nccl-tests"]), default="auto", show_default=True)
-def nccl(gpus, short, json_path, out_dir, stream, ops, min_bytes, max_bytes, factor, engine):
+@click.option("--backend", type=click.Choice(["nccl", "gloo"]), default="nccl", show_default=True,
+              help="gloo: the same collectives between 2 CPU processes (a smoke test without GPUs).")
+def nccl(gpus, short, json_path, out_dir, save, stream, ops, min_bytes, max_bytes, factor, engine, backend):
     """Collectives through torch.distributed (one process per GPU; torchrun/srun/mpirun aware); nccl-tests too."""
     bad = [x for x in ops if x not in COLLECTIVES]
     if bad:
         raise UserError(f"--ops: unknown {', '.join(bad)}; known: {', '.join(COLLECTIVES)}")
     _finish(["nccl"], _options(short, gpus=gpus, nccl_ops=tuple(ops), nccl_min=min_bytes, nccl_max=max_bytes,
-                               nccl_factor=factor, nccl_engine=engine, verbose=stream), json_path, out_dir)
+                               nccl_factor=factor, nccl_engine=engine, nccl_backend=backend, verbose=stream), json_path, out_dir, save)
 
 
 @command.command("train")
@@ -151,15 +164,15 @@ def nccl(gpus, short, json_path, out_dir, stream, ops, min_bytes, max_bytes, fac
 @click.option("--engine", type=click.Choice(["builtin", "megatron"]), envvar="GPUFORGE_TRAIN_ENGINE",
               default="builtin", show_default=True, help="megatron: Megatron-LM when installed (NGC container).")
 @click.option("--compile/--no-compile", "compile_", default=True, show_default=True, help="torch.compile the blocks.")
-def train(gpus, short, json_path, out_dir, stream, model, steps, warmup, micro_batch, device, engine, compile_):
+def train(gpus, short, json_path, out_dir, save, stream, model, steps, warmup, micro_batch, device, engine, compile_):
     """GPT on synthetic tokens, bf16, SDPA: tokens/s, model TFLOP/s (Megatron formula), MFU vs dense peak."""
     _finish(["train"], _options(short, gpus=gpus, train_model=model, train_steps=steps, train_warmup=warmup,
                                 micro_batch=micro_batch, train_device=device, train_engine=engine,
-                                compile=compile_, verbose=stream), json_path, out_dir)
+                                compile=compile_, verbose=stream), json_path, out_dir, save)
 
 
 @command.command("all")
 @common
-def all_(gpus, short, json_path, out_dir, stream):
+def all_(gpus, short, json_path, out_dir, save, stream):
     """bandwidth, gemm, nccl and train in turn."""
-    _finish(list(suite.SUITES), _options(short, gpus=gpus, verbose=stream), json_path, out_dir)
+    _finish(list(suite.SUITES), _options(short, gpus=gpus, verbose=stream), json_path, out_dir, save)
