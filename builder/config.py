@@ -44,6 +44,10 @@ class FlavourDef:
     name: str  # proprietary | open
     source: PackageRef  # the module source package (ships /usr/src/<name>.tar.xz)
     provides: str  # virtual package the user-space Recommends (nvidia-kernel-535.261.03)
+    # Debian renames the module files (nvidia.ko -> nvidia-current.ko ...) and its *-kernel-support package's
+    # modprobe.d says `install nvidia modprobe -i nvidia-current`: we install under the same names.
+    module_prefix: str = "nvidia-current"
+    depends: Tuple[str, ...] = ()  # flavour-specific relations (nvidia-kernel-support vs nvidia-open-kernel-support)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ class MatrixConfig:
     include: Tuple[Rule, ...]
     exclude: Tuple[Rule, ...]
     settings: Settings
+    expected_failures: Tuple[Rule, ...] = ()  # cells known not to compile: reported, but not a failed run
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -170,11 +175,14 @@ def load_driver(path: Union[str, Path]) -> DriverDef:
     for name, fr in r.key("flavours").items():
         if name not in FLAVOURS:
             raise fr.fail(f"a flavour name ({', '.join(FLAVOURS)})", name)
-        fr.mapping(allowed={"source", "provides"})
+        fr.mapping(allowed={"source", "provides", "module_prefix", "depends"})
         provides = fr.key("provides").str()
         if not _DEB_NAME.match(provides):
             raise fr.key("provides").fail("a Debian package name", provides)
-        flavours[name] = FlavourDef(name, _package(fr.key("source")), provides)
+        prefix = fr.key("module_prefix").str()
+        if not re.match(r"^nvidia[a-z0-9-]*$", prefix):
+            raise fr.key("module_prefix").fail("a module file prefix like nvidia-current", prefix)
+        flavours[name] = FlavourDef(name, _package(fr.key("source")), provides, prefix, _relations(fr.key("depends", [])))
     if not flavours:
         raise r.key("flavours").fail("at least one flavour")
     return DriverDef(
@@ -236,7 +244,7 @@ def load_matrix(path: Union[str, Path, None] = None) -> MatrixConfig:
     """Load matrix.yaml and the driver/kernel definitions it names (from drivers/ and kernels/ next to it)."""
     path = Path(path) if path else default_matrix_path()
     r = Reader(str(path), load_yaml(path)).mapping(
-        allowed={"fleet", "kernels", "drivers", "flavours", "include", "exclude", "settings", "drivers_dir",
+        allowed={"fleet", "kernels", "drivers", "flavours", "include", "exclude", "expected_failures", "settings", "drivers_dir",
                  "kernels_dir"})
     base = path.parent
     ddir = base / r.key("drivers_dir", "drivers").str()
@@ -262,7 +270,7 @@ def load_matrix(path: Union[str, Path, None] = None) -> MatrixConfig:
     return MatrixConfig(
         file=str(path), fleet=fleet, kernels=tuple(kernels), drivers=tuple(drivers), flavours=flavours,
         include=_rules(r.key("include", [])), exclude=_rules(r.key("exclude", [])),
-        settings=_settings(r.key("settings", {})),
+        settings=_settings(r.key("settings", {})), expected_failures=_rules(r.key("expected_failures", [])),
     )
 
 

@@ -51,7 +51,7 @@ class ControlInfo:
 def control(cell: Cell, installed_kib: int, cache_key: str = "", base_image: str = "") -> ControlInfo:
     """Control fields: exact ABI image dependency, user space of the same version, DKMS conflicts."""
     k, d, f = cell.kernel, cell.driver, cell.flavour_def
-    depends = [f"{k.image} | {k.image}-unsigned", "kmod"] + list(d.userspace)
+    depends = [f"{k.image} | {k.image}-unsigned", "kmod"] + list(f.depends) + list(d.userspace)
     conflicts = list(dict.fromkeys(list(d.conflicts) + [slot_name(k.abi)]))
     section = "non-free/kernel" if cell.flavour == "proprietary" else "contrib/kernel"
     desc = (f"NVIDIA {cell.flavour} kernel modules {d.version} for Linux {k.abi}\n"
@@ -73,6 +73,7 @@ def control(cell: Cell, installed_kib: int, cache_key: str = "", base_image: str
         ("Gpuforge-Driver", d.version),
         ("Gpuforge-Flavour", cell.flavour),
         ("Gpuforge-Kernel", k.abi),
+        ("Gpuforge-Module", f.module_prefix),  # the file name `modinfo -k <abi>` resolves (nvidia-current)
         ("Gpuforge-Source", f.source.pin()),
         ("Gpuforge-Headers", f"{k.headers}={k.version}"),
     ]

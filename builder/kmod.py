@@ -64,6 +64,7 @@ class CellResult:
     log: str = ""
     changed: Tuple[str, ...] = ()  # cache inputs that differ from the last build of this cell
     cached: bool = False  # a failure remembered from an earlier run with the same key
+    expected: str = ""  # the matrix's reason when this failure was expected (expected_failures)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__, changed=list(self.changed))
@@ -93,7 +94,8 @@ def cache_manifest(cell: Cell, base_image_id: str, settings: BuildSettings, sign
         "image": f"{k.image}={k.version}",
         "base_image": base_image_id,
         "package": debpkg.package_name(cell),
-        "depends": list(d.userspace),
+        "depends": list(f.depends) + list(d.userspace),
+        "module_prefix": f.module_prefix,
         "conflicts": list(d.conflicts),
         "provides": f.provides,
         "signing_cert": sign_cert_sha,
@@ -153,7 +155,8 @@ exit $rc
 cd /gf/build/modules/*/
 dest={stage}/lib/modules/{abi}/{subdir}
 mkdir -p "$dest"
-find . -name '*.ko' | sort | while read -r ko; do strip --strip-debug -o "$dest/$(basename "$ko")" "$ko"; done
+# Debian's file names: nvidia.ko -> {prefix}.ko, nvidia-uvm.ko -> {prefix}-uvm.ko (modprobe.d maps them back)
+find . -name '*.ko' | sort | while read -r ko; do b=$(basename "$ko"); strip --strip-debug -o "$dest/{prefix}${{b#nvidia}}" "$ko"; done
 ls -l "$dest"
 """,
     "sign": """set -eu
@@ -201,7 +204,7 @@ def render(step: str, cell: Cell, settings: BuildSettings) -> str:
         sources=" ".join(_q(x) for x in lines) or "''", pins=" ".join(_q(x) for x in pins) or "''",
         headers_pin=f"{k.headers}={k.version}", headers=k.headers, kbuild=k.kbuild,
         source_pin=f.source.pin(), source=f.source.name, image_pin=f"{k.image}={k.version}", image=k.image,
-        make_jobs=settings.make_jobs, abi=k.abi, stage=STAGE, subdir=debpkg.MODULE_SUBDIR,
+        make_jobs=settings.make_jobs, abi=k.abi, stage=STAGE, subdir=debpkg.MODULE_SUBDIR, prefix=f.module_prefix,
     )
 
 
@@ -278,7 +281,8 @@ def build_cell(cell: Cell, ctx: CellContext, manifest: dict, key: str) -> CellRe
     try:
         container = ctx.client.containers.run(
             ctx.image.id, ["sleep", "infinity"], detach=True, network_mode="host",
-            labels={"gpuforge.cell": cell.id}, environment={"DEBIAN_FRONTEND": "noninteractive"},
+            labels={"gpuforge.cell": cell.id, "gpuforge.dist": str(ctx.dist)},
+            environment={"DEBIAN_FRONTEND": "noninteractive"},
         )
         names = ["apt", "extract", "compile", "strip"] + (["sign"] if ctx.settings.sign_key else []) + ["verify"]
         for name in names:

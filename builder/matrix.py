@@ -22,6 +22,7 @@ class Cell:
     flavour: str
     gpus: Tuple[str, ...]  # fleet models this cell serves
     why: str = ""  # set when an include rule forced it
+    expect_fail: str = ""  # set when an expected_failures rule names it: its failure does not fail the run
 
     @property
     def id(self) -> str:
@@ -34,7 +35,7 @@ class Cell:
     def to_dict(self) -> dict:
         return {"id": self.id, "kernel": self.kernel.abi, "driver": self.driver.id, "version": self.driver.version,
                 "flavour": self.flavour, "source": self.flavour_def.source.pin(), "gpus": list(self.gpus),
-                "why": self.why}
+                "why": self.why, "expect_fail": self.expect_fail}
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,15 @@ def gpu_reason(model, driver: DriverDef, flavour: str, idlists: IdLists) -> Opti
     return None if d.ok else d.reason
 
 
+def _expect(cell: Cell, rules: Sequence[Rule]) -> Cell:
+    from dataclasses import replace
+
+    for i, r in enumerate(rules):
+        if _matches(r, cell.kernel, cell.driver, cell.flavour):
+            return replace(cell, expect_fail=r.reason or f"expected_failures[{i}]")
+    return cell
+
+
 def resolve(cfg: MatrixConfig, models: Sequence, idlists: IdLists) -> Plan:
     """The plan: every (kernel, driver, flavour) of the config is either a cell (with the GPUs it serves) or a skip."""
     cells: List[Cell] = []
@@ -148,6 +158,7 @@ def resolve(cfg: MatrixConfig, models: Sequence, idlists: IdLists) -> Plan:
             cells.append(Cell(kernel, driver, flavour, (), f"included by include[{incl}]" + (f": {r.reason}" if r.reason else "")))
         else:
             skip("no fleet GPU can use it", reasons)
+    cells = [_expect(c, cfg.expected_failures) for c in cells]
     uncovered = []
     for kernel in cfg.kernels:
         have = {g for c in cells if c.kernel.abi == kernel.abi for g in c.gpus}

@@ -31,6 +31,7 @@ class KmodPackage:
     flavour: str
     kernel: str
     installed: bool = False
+    module: str = "nvidia-current"  # the module file name for the main module (Debian renames nvidia.ko)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,7 +64,7 @@ def _from_stanza(s: Dict[str, str], installed: bool = False) -> Optional[KmodPac
     if not s.get("Package", "").startswith(PREFIX) or "Gpuforge-Kernel" not in s:
         return None
     return KmodPackage(s["Package"], s.get("Version", ""), s.get("Gpuforge-Driver", ""), s.get("Gpuforge-Flavour", ""),
-                       s["Gpuforge-Kernel"], installed)
+                       s["Gpuforge-Kernel"], installed, s.get("Gpuforge-Module", "nvidia-current"))
 
 
 def available(root: Path = Path("/")) -> List[KmodPackage]:
@@ -153,9 +154,9 @@ def _record(root: Path, pkg: KmodPackage, action: str) -> None:
     atomic.write_text(Path(root) / HISTORY, json.dumps(h, indent=2) + "\n")
 
 
-def module_path(kernel: str, run: Runner = subp.run) -> Optional[str]:
-    """Where modinfo resolves `nvidia` for that kernel (alias-aware), or None."""
-    for name in ("nvidia", "nvidia-current"):
+def module_path(kernel: str, run: Runner = subp.run, module: str = "nvidia-current") -> Optional[str]:
+    """Where modinfo resolves the main module for that kernel (Debian's file name first, then plain nvidia)."""
+    for name in dict.fromkeys((module, "nvidia")):
         r = run(["modinfo", "-k", kernel, "-F", "filename", name], check=False, timeout=30)
         if r.ok and r.stdout.strip():
             return r.stdout.strip().splitlines()[0]
@@ -167,9 +168,9 @@ def install(pkg: KmodPackage, root: Path = Path("/"), run: Runner = subp.run, ac
     run(["apt-get", "install", "-y", "-q", "--no-install-recommends", f"{pkg.name}={pkg.version}"],
         timeout=1800, env={"DEBIAN_FRONTEND": "noninteractive"})
     run(["depmod", "-a", pkg.kernel], timeout=300)
-    path = module_path(pkg.kernel, run)
+    path = module_path(pkg.kernel, run, pkg.module)
     if not path:
-        raise GpuforgeError(f"{pkg.name} installed but modinfo does not resolve nvidia for {pkg.kernel}")
+        raise GpuforgeError(f"{pkg.name} installed but modinfo does not resolve {pkg.module} for {pkg.kernel}")
     _record(root, pkg, action)
     return path
 

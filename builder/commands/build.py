@@ -7,7 +7,7 @@ import importlib
 import click
 
 # Targets in the order `make images` runs them; a target whose module is not there yet is simply absent.
-BUILD_TARGETS = ["drivers", "images"]
+BUILD_TARGETS = ["drivers", "images", "packer"]
 
 
 @click.group(name="build")

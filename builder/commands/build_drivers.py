@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import signal
 from pathlib import Path
 
 import click
@@ -12,6 +13,10 @@ import click
 from builder.drivers import Progress, build_drivers, summary_table
 from builder.plan import load_plan
 from validator.errors import UserError
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _shard(value):
@@ -47,6 +52,8 @@ def command(config, jobs, only, shard, dist, rebuild, retry_failed, sign_key, si
                               ("gpg_home", gpg_home)) if v}
     s = dataclasses.replace(s, **over)
     dist_dir = Path(dist) if dist else (Path(s.dist) if Path(s.dist).is_absolute() else Path.cwd() / s.dist)
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so each cell's container is removed on the way out.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     report = build_drivers(cells, s, dist_dir, jobs or s.jobs, rebuild, Progress(len(cells)), retry_failed=retry_failed)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))

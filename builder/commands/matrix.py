@@ -14,6 +14,8 @@ def render_plan(plan) -> str:
     w = max([len(c.id) for c in plan.cells] + [4])
     for c in plan.cells:
         lines.append(f"  {c.id:<{w}}  {c.flavour_def.source.pin()}  for {', '.join(c.gpus) or c.why}")
+        if c.expect_fail:
+            lines.append(f"  {'':<{w}}  expected to fail: {c.expect_fail}")
     if plan.skips:
         lines.append(f"{len(plan.skips)} skipped:")
         w = max(len(s.id) for s in plan.skips)

@@ -51,7 +51,7 @@ def _edit(path: Path, old: str, new: str):
     ("matrix.yaml", "exclude: []", "exclude: [{kernal: x}]", "exclude[0].kernal", "one of the keys"),
     ("drivers/535.261.03.yaml", "version: 535.261.03-1}", "version: 535 261}", "flavours.proprietary.source.version", "exact Debian version"),
     ("drivers/535.261.03.yaml", "branch: 535", "branch: 550", "branch", "the branch of version"),
-    ("drivers/535.261.03.yaml", "  - nvidia-smi (= 535.261.03-1)", "  - nvidia-smi = 535", "userspace[1]", "Debian relation"),
+    ("drivers/535.261.03.yaml", "  - nvidia-smi (= 535.261.03-1)", "  - nvidia-smi = 535", "userspace[0]", "Debian relation"),
     ("drivers/535.261.03.yaml", "  open:\n", "  opne:\n", "flavours.opne", "a flavour name"),
     ("kernels/6.1.0-54-cloud-amd64.yaml", "abi: 6.1.0-54-cloud-amd64", "abi: cloud", "abi", "kernel ABI"),
     ("kernels/6.1.0-54-cloud-amd64.yaml", "version: 6.1.190-1", "version: latest", "version", "exact Debian version"),

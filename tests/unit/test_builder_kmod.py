@@ -46,6 +46,9 @@ def test_control_fields():
     dep = ctl.get("Depends")
     assert dep.startswith("linux-image-6.1.0-54-cloud-amd64 | linux-image-6.1.0-54-cloud-amd64-unsigned, kmod")
     assert "nvidia-smi (= 535.261.03-1)" in dep and "libcuda1 (= 535.261.03-1)" in dep
+    assert "nvidia-kernel-support (= 535.261.03-1)" in dep and "nvidia-open-kernel-support" not in dep
+    assert "nvidia-open-kernel-support (= 535.261.03-1)" in debpkg.control(OPEN, 1).get("Depends")
+    assert ctl.get("Gpuforge-Module") == "nvidia-current"
     assert "nvidia-kernel-dkms" in ctl.get("Conflicts") and "nvidia-open-kernel-dkms" in ctl.get("Conflicts")
     slot = debpkg.slot_name("6.1.0-54-cloud-amd64")
     assert slot in ctl.get("Conflicts") and ctl.get("Replaces") == slot and slot in ctl.get("Provides")
@@ -105,6 +108,8 @@ def test_cell_sources_add_foreign_suites_with_low_pin():
     assert "linux-headers-6.1.0-54-cloud-amd64=6.1.190-1" in script and "nvidia-kernel-source=535.261.03-1" in script
     assert "KERNEL_UNAME=6.1.0-54-cloud-amd64" in kmod.render("compile", PROP, BS)
     assert "SYSSRC" not in kmod.render("compile", PROP, BS)
+    assert '"$dest/nvidia-current${b#nvidia}"' in kmod.render("strip", PROP, BS)
+    assert '"$dest/nvidia-current-open${b#nvidia}"' in kmod.render("strip", OPEN, BS)
 
 
 def test_summary_table():
@@ -117,6 +122,12 @@ def test_summary_table():
     assert out[1].split()[1:3] == ["built", "2m05s"]
     assert "FAILED" in out[2] and "compile: nv-pci.c:200:13: error: too few arguments" in out[2]
     assert out[-1] == "1 built, 1 cached, 1 failed"
+    rs[1].expected = "known"
+    out = summary_table(rs).splitlines()
+    assert out[2].split()[1] == "xfail" and out[2].endswith("[expected: known]")
+    assert out[-1] == "1 built, 1 cached, 0 failed, 1 failed as expected"
+    from builder.drivers import BuildReport
+    assert BuildReport(rs).failed == []
     assert fmt_seconds(59.6) == "1m00s" and fmt_seconds(3) == "3s"
 
 

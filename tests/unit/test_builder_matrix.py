@@ -95,6 +95,14 @@ def test_exclude_and_include_rules():
     assert plan.cells[1].why.startswith("included by include[0]")
 
 
+def test_expected_failures_mark_cells():
+    c = cfg()
+    import dataclasses
+    c = dataclasses.replace(c, expected_failures=(Rule(kernel="6.1.0-54-*", flavour="open", reason="pci_resize_resource"),))
+    plan = resolve(c, [H100, A100], IDS)
+    assert [(x.flavour, x.expect_fail) for x in plan.cells] == [("proprietary", ""), ("open", "pci_resize_resource")]
+
+
 def test_driver_without_flavour_is_a_skip():
     plan = resolve(cfg(drivers=[driver(flavours=("proprietary",), did="tesla-535.216.03")]), [A100], IDS)
     assert plan.skips[0].reason == "tesla-535.216.03 has no open flavour"

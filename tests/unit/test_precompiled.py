@@ -47,7 +47,7 @@ class FakeRun:
     def __call__(self, argv, **kw):
         self.calls.append(list(argv))
         if argv[0] == "modinfo":
-            return CmdResult(tuple(argv), 0, f"/lib/modules/{ABI}/updates/gpuforge/nvidia.ko\n", "")
+            return CmdResult(tuple(argv), 0, f"/lib/modules/{ABI}/updates/gpuforge/{argv[-1]}.ko\n", "")
         return CmdResult(tuple(argv), 0, "", "")
 
 
@@ -81,7 +81,7 @@ def test_install_records_history_and_rollback_goes_back(node):
     old = next(p for p in av if p.driver == "535.261.03" and p.flavour == "proprietary" and p.kernel == ABI)
     precompiled._record(node, old, "install")
     path = precompiled.install(new, node, run)
-    assert path.endswith("updates/gpuforge/nvidia.ko")
+    assert path.endswith("updates/gpuforge/nvidia-current.ko")
     assert run.calls[0][:3] == ["apt-get", "install", "-y"] and run.calls[0][-1] == f"{new.name}={new.version}"
     assert ["depmod", "-a", ABI] in run.calls
     # dpkg now has the 550 package

@@ -171,3 +171,22 @@ def test_driver_id_lists_decide(h100_copy):
     _driver(h100_copy, "535.261.03", open_modules=False)
     r = _got(h100_copy)[("gpu.driver_version", "")]
     assert r.status == "pass" and "nvidia.ids" in r.observed
+
+
+def test_hung_cuda_child_is_a_fail(h100_node):
+    """A CUDA child that times out (hung context) fails the GPU; the rest of the run goes on."""
+    from validator.errors import CommandError
+    from validator.node import Node, ReplayRunner
+
+    replay = ReplayRunner(h100_node / "cmd")
+
+    def runner(name, argv, timeout=None):
+        if name == "cuda-probe.json":
+            raise CommandError(list(argv), None, reason=f"timed out after {timeout}s")
+        return replay(name, argv, timeout)
+
+    node = Node(h100_node, runner, live=True)
+    rep = validate(node=node, level="standard", use_nvml=False, cuda_timeout=7)
+    got = {r.id: r for r in rep.results}
+    assert got["gpu.cuda_functional"].status == "fail" and "timed out after 7" in got["gpu.cuda_functional"].observed
+    assert got["gpu.memory_bandwidth"].status == "skip" and got["gpu.persistence"].status == "pass"

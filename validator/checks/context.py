@@ -98,6 +98,10 @@ class Context:
             raise val
         return val
 
+    def memo(self, key: str, fn: Callable[[], Any]) -> Any:
+        """Compute a fact once per run (e.g. a benchmark suite shared by several checks); Unavailable is remembered."""
+        return self._get(key, fn)
+
     # ---- files ------------------------------------------------------------------------------
     def text(self, rel: str) -> str:
         return self._get("file:" + rel, lambda: self.node.read_text(rel))

@@ -21,8 +21,8 @@ def cuda_probe(ctx: Context) -> dict:
             res = ctx.node.cmd("cuda-probe.json", argv, timeout=ctx.cuda_timeout)
         except NotCaptured:
             raise Unavailable("not a live node: cuda-probe.json not captured") from None
-        except CommandError as e:  # timeout: a hung CUDA context
-            raise Unavailable(f"CUDA child: {e.message.splitlines()[0]}") from None
+        except CommandError as e:  # timeout: a hung CUDA context is a failed GPU, not a missing fact
+            return {"crashed": True, "rc": e.returncode, "error": e.message.splitlines()[0][:200], "devices": []}
         lines = [l for l in res.stdout.splitlines() if l.strip().startswith("{")]
         if res.returncode != 0 or not lines:
             tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
@@ -67,7 +67,8 @@ def cuda_functional(ctx: Context):
         return skip("not a live node: CUDA cannot run on a snapshot")
     probe, devs = _result_for(ctx)
     if devs is None:
-        return fail(f"CUDA child crashed (exit {probe.get('rc')}): {probe.get('error')}", "every GPU computes correctly",
+        return fail(f"CUDA child crashed or hung (exit {probe.get('rc')}): {probe.get('error')}",
+                    "every GPU computes correctly",
                     "run `nvidia-smi`, check dmesg for XIDs, reset the GPU")
     gpus = _gpus_or_none(ctx)
     want = len(gpus) if gpus is not None else None

@@ -1,0 +1,53 @@
+"""`gpuforge build packer [NAME...]`: render Packer bundles (qemu from our base disk, amazon-ebs) and validate them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+
+from builder.images import build, packer
+from builder.images.definition import find_image, image_paths, load_image_file
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def render_bundle(image, dist: Path, out: Path, apt_dir: Path) -> Path:
+    """Stage (tuning, validator .deb, provision.sh) + template; the qemu source starts from dist/images/NAME/NAME.qcow2."""
+    ctx = build.Context(repo=REPO, dist=dist, apt_dir=apt_dir)
+    res = build.resolve(image, ctx)
+    base = dist / "images" / image.name / f"{image.name}.qcow2"
+    checksum = "none"
+    try:
+        m = json.loads((base.parent / "manifest.json").read_text())
+        checksum = "sha256:" + m["files"][base.name]["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass  # no base image yet: validate still works; a real qemu build needs `gpuforge build images` first
+    with tempfile.TemporaryDirectory(prefix="gf-packer-") as tmp:
+        st = build.make_stage(res, ctx, Path(tmp))
+        return packer.render(out, name=image.name, kernel=image.kernel, tuning=image.tuning, suite=image.suite,
+                             disk_size=image.disk_size, stage_dir=st, base_image=str(base.resolve()),
+                             base_checksum=checksum, base_packages=build.BASE_PACKAGES + (
+                                 f"{res.kernel.image_package}={res.kernel.version}",) + image.packages)
+
+
+@click.command(name="packer")
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every images/*.yaml definition.")
+@click.option("--dist", type=click.Path(file_okay=False), default=None, help="Output root (default: <repo>/dist).")
+@click.option("--no-validate", is_flag=True, help="Skip `packer validate`.")
+def command(names, all_, dist, no_validate):
+    """Render dist/packer/NAME/NAME.pkr.hcl (+ stage/, http/) and run `packer validate` on it."""
+    images_dir = REPO / "images"
+    defs = [load_image_file(p) for p in image_paths(images_dir)] if all_ else \
+        [find_image(images_dir, n) for n in (names or ("default",))]
+    dist_p = Path(dist) if dist else REPO / "dist"
+    for d in defs:
+        out = dist_p / "packer" / d.name
+        t = render_bundle(d, dist_p, out, dist_p / "apt")
+        if not no_validate:
+            packer.validate(t)
+        click.echo(f"{d.name}: {t}" + ("" if no_validate else " (packer validate: ok)"))

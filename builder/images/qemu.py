@@ -1,0 +1,112 @@
+"""Boot a built image in qemu (TCG) with a NoCloud seed and read results back from a FAT 'out' disk.
+
+Used by the e2e tests and bench/bench_images.py; KVM hangs on the farm's machines, so the accelerator is TCG.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from validator import subp
+from validator.atomic import write_text
+from validator.errors import CommandError
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+
+# Test/bench user-data: after the first-boot hook (per-instance scripts run before runcmd), copy the evidence
+# to the disk labelled GFOUT and power off, so qemu exits on its own.
+COLLECT_USER_DATA = """#cloud-config
+runcmd:
+  - - sh
+    - -c
+    - |
+      mkdir -p /mnt/out && mount LABEL=GFOUT /mnt/out || exit 1
+      cp /proc/cmdline /mnt/out/cmdline
+      sysctl -a > /mnt/out/sysctl.txt 2>/dev/null
+      cat /sys/kernel/mm/transparent_hugepage/enabled > /mnt/out/thp
+      systemctl is-active gpuforge-tuning.service > /mnt/out/tuning-unit 2>&1
+      cloud-init status --long > /mnt/out/cloud-init-status 2>&1
+      cp /var/lib/gpuforge/firstboot.json /mnt/out/ 2>/dev/null
+      mkdir -p /mnt/out/gpuforge && cp /var/log/gpuforge/* /mnt/out/gpuforge/ 2>/dev/null
+      cat /proc/uptime > /mnt/out/uptime
+      systemd-analyze > /mnt/out/analyze 2>&1; systemd-analyze blame > /mnt/out/blame 2>&1
+      lsmod > /mnt/out/lsmod.txt
+      grep -c nouveau /proc/modules > /mnt/out/nouveau 2>&1
+      cat /etc/shadow | cut -d: -f1,2 > /mnt/out/shadow-users
+      findmnt -n -o SOURCE,FSTYPE / > /mnt/out/rootmnt
+      sync; umount /mnt/out
+power_state:
+  mode: poweroff
+  delay: now
+  condition: true
+"""
+
+
+def fat_image(path: Path, label: str, files: dict, size_mb: int = 16) -> Path:
+    """A FAT image made without mounting (mkfs.fat + mcopy)."""
+    path.unlink(missing_ok=True)
+    subp.run(["mkfs.fat", "-n", label, "-C", str(path), str(size_mb * 1024)], timeout=60)
+    for name, text in files.items():
+        src = path.parent / f".{label}.{name}"
+        write_text(src, text)
+        subp.run(["mcopy", "-i", str(path), str(src), f"::/{name}"], timeout=60)
+        src.unlink()
+    return path
+
+
+def nocloud_seed(path: Path, user_data: str, instance_id: str = "gpuforge-test-1") -> Path:
+    return fat_image(path, "CIDATA", {"user-data": user_data,
+                                      "meta-data": f"instance-id: {instance_id}\nlocal-hostname: gpuforge-node\n"})
+
+
+def read_fat(path: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    subp.run(["mcopy", "-s", "-n", "-i", str(path), "::/*", str(dest)], timeout=60, ok_codes=(0, 1))
+    return dest
+
+
+@dataclass
+class BootResult:
+    seconds: float
+    serial: str
+    timed_out: bool
+    out: Optional[Path]
+
+
+def boot(work: Path, *, qcow2: Optional[Path] = None, netboot_dir: Optional[Path] = None, uefi: bool = False,
+         user_data: str = COLLECT_USER_DATA, timeout: float = 600, memory_mb: int = 1536, smp: int = 2) -> BootResult:
+    """Boot a disk (through a throwaway overlay) or a netboot bundle (iPXE + TFTP); wait for poweroff or timeout."""
+    work.mkdir(parents=True, exist_ok=True)
+    seed = nocloud_seed(work / "seed.img", user_data)
+    out = fat_image(work / "out.img", "GFOUT", {}, 32)
+    serial = work / "serial.log"
+    argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", str(memory_mb), "-smp", str(smp), "-no-reboot",
+            "-nographic", "-monitor", "none", "-serial", f"file:{serial}"]
+    if uefi:
+        vars_fd = work / "OVMF_VARS.fd"
+        shutil.copy2(OVMF_VARS, vars_fd)
+        argv += ["-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}", "-drive", f"if=pflash,format=raw,file={vars_fd}"]
+    if qcow2 is not None:
+        overlay = work / "overlay.qcow2"
+        overlay.unlink(missing_ok=True)
+        subp.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(Path(qcow2).resolve()), str(overlay)], timeout=60)
+        argv += ["-drive", f"file={overlay},format=qcow2,if=virtio", "-nic", "none"]
+    elif netboot_dir is not None:
+        argv += ["-boot", "n", "-nic", f"user,model=virtio-net-pci,tftp={Path(netboot_dir).resolve()},bootfile=boot.ipxe"]
+    argv += ["-drive", f"file={seed},format=raw,if=virtio", "-drive", f"file={out},format=raw,if=virtio"]
+    t0 = time.monotonic()
+    timed_out = False
+    try:
+        subp.run(argv, timeout=timeout, capture=True)
+    except CommandError as e:
+        if e.returncode is not None:
+            raise
+        timed_out = True
+    secs = time.monotonic() - t0
+    text = serial.read_text(errors="replace") if serial.exists() else ""
+    return BootResult(secs, text, timed_out, read_fat(out, work / "out"))

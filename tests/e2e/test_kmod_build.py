@@ -1,0 +1,166 @@
+"""End to end, for real: `gpuforge build drivers` on the default matrix (535.261.03 proprietary + open for
+6.1.0-54-cloud-amd64), signed modules, signed apt repo, then apt-get install in a clean Debian container.
+
+One build is shared by every test here (module fixture): the proprietary cell compiles (~2-5 min on 2 cores),
+the open cell fails on purpose (pci_resize_resource, facts.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from validator import subp
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+ABI = "6.1.0-54-cloud-amd64"
+PROP = f"535.261.03-proprietary@{ABI}"
+OPEN = f"535.261.03-open@{ABI}"
+PKG = f"gpuforge-nvidia-kmod-proprietary-535.261.03-{ABI}"
+GPG_UID = "gpuforge test repo <repo@gpuforge.invalid>"
+
+
+def gpuforge(*args, timeout=2400):
+    """The installed console script, from the repository root (as `make images` runs it)."""
+    return subp.run([str(Path(sys.executable).parent / "gpuforge"), *args], cwd=str(ROOT), timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    """A throwaway module-signing key/cert and a throwaway gpg key for the repo."""
+    d = tmp_path_factory.mktemp("keys")
+    subp.run(["openssl", "req", "-new", "-nodes", "-utf8", "-sha256", "-days", "2", "-batch", "-x509",
+              "-subj", "/CN=gpuforge test module signing/", "-newkey", "rsa:2048",
+              "-keyout", str(d / "signing.key"), "-out", str(d / "signing.crt")], timeout=120)
+    home = d / "gnupg"
+    home.mkdir(mode=0o700)
+    subp.run(["gpg", "--homedir", str(home), "--batch", "--passphrase", "", "--quick-gen-key", GPG_UID,
+              "rsa2048", "sign", "2d"], timeout=300)
+    return d, home
+
+
+@pytest.fixture(scope="module")
+def build(keys, tmp_path_factory):
+    kd, home = keys
+    dist = tmp_path_factory.mktemp("dist")
+    t0 = time.monotonic()
+    res = gpuforge("build", "drivers", "--dist", str(dist), "--sign-key", str(kd / "signing.key"),
+                   "--sign-cert", str(kd / "signing.crt"), "--gpg-key", GPG_UID, "--gpg-home", str(home), "--json")
+    elapsed = time.monotonic() - t0
+    report = json.loads(res.stdout) if res.stdout.strip().startswith("{") else None
+    assert report is not None, f"no JSON report (rc {res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res, report, dist, elapsed, keys
+
+
+def _result(report, cell_id):
+    return next(r for r in report["results"] if r["cell_id"] == cell_id)
+
+
+def test_open_cell_fails_with_the_compiler_error_and_proprietary_builds(build):
+    res, report, dist, elapsed, _ = build
+    print(f"cold build: {elapsed:.0f}s; steps {_result(report, PROP)['steps']}")
+    prop, opn = _result(report, PROP), _result(report, OPEN)
+    assert prop["status"] == "built", prop
+    assert opn["status"] == "failed" and opn["step"] == "compile"
+    # matrix.yaml lists this cell under expected_failures: reported, but `make images` goes on (exit 0).
+    assert opn["expected"] and res.returncode == 0, res.stderr[-2000:]
+    assert "pci_resize_resource" in opn["error"] and "error:" in opn["error"]
+    assert (dist / opn["log"]).is_file() and "pci_resize_resource" in (dist / opn["log"]).read_text()
+
+
+def test_package_control_and_contents(build):
+    _, report, dist, _, _ = build
+    deb = dist / _result(report, PROP)["deb"]
+    f = lambda field: subp.run(["dpkg-deb", "-f", str(deb), field]).stdout.strip()  # noqa: E731
+    assert f("Package") == PKG
+    assert f("Version") == "535.261.03-1+gpuforge1"
+    assert f("Depends").startswith(f"linux-image-{ABI} | linux-image-{ABI}-unsigned")
+    assert "nvidia-smi (= 535.261.03-1)" in f("Depends")
+    assert "nvidia-kernel-dkms" in f("Conflicts")
+    listing = subp.run(["dpkg-deb", "-c", str(deb)]).stdout
+    mods = {line.split()[-1].rsplit("/", 1)[-1]: int(line.split()[2]) for line in listing.splitlines() if line.endswith(".ko")}
+    # Debian's file names, which nvidia-kernel-support's modprobe.d maps `modprobe nvidia` to.
+    assert {"nvidia-current.ko", "nvidia-current-uvm.ko", "nvidia-current-modeset.ko", "nvidia-current-drm.ko"} <= set(mods), mods
+    assert all(f"lib/modules/{ABI}/updates/gpuforge/" in ln for ln in listing.splitlines() if ln.endswith(".ko"))
+    assert mods["nvidia-current.ko"] < 76_000_000  # debug info stripped (unstripped: ~76 MB)
+    info = subp.run(["dpkg-deb", "-I", str(deb)]).stdout
+    assert "postinst" in info and "postrm" in info
+
+
+def test_repo_is_indexed_and_signed(build):
+    _, _, dist, _, _ = build
+    suite = dist / "apt" / "dists" / "gpuforge"
+    packages = (suite / "main" / "binary-amd64" / "Packages").read_text()
+    assert f"Package: {PKG}" in packages and f"Gpuforge-Kernel: {ABI}" in packages
+    assert "Codename: gpuforge" in (suite / "Release").read_text()
+    keyring = dist / "apt" / "gpuforge-archive-keyring.gpg"
+    assert keyring.is_file()
+    subp.run(["gpgv", "--keyring", str(keyring), str(suite / "InRelease")], timeout=60)
+    manifest = json.loads((dist / "apt" / "manifest.json").read_text())
+    assert manifest["kmods"][PROP]["sha256"] and manifest["kmods"][OPEN]["status"] == "failed"
+
+
+def test_second_run_is_a_cache_hit(build):
+    _, _, dist, _, (kd, home) = build
+    t0 = time.monotonic()
+    res = gpuforge("build", "drivers", "--dist", str(dist), "--sign-key", str(kd / "signing.key"),
+                   "--sign-cert", str(kd / "signing.crt"), "--gpg-key", GPG_UID, "--gpg-home", str(home), "--json")
+    elapsed = time.monotonic() - t0
+    report = json.loads(res.stdout)
+    print(f"cached rebuild: {elapsed:.2f}s")
+    assert _result(report, PROP)["status"] == "cached"
+    assert _result(report, OPEN)["status"] == "failed" and _result(report, OPEN)["cached"] is True
+    assert res.returncode == 0
+    assert elapsed < 15
+
+
+def test_apt_install_in_clean_container_then_modinfo_resolves(build):
+    """A clean Debian bookworm (our minbase image) installs the package from the repo by file: source, signed-by."""
+    import docker
+
+    from builder.buildenv import BaseImageSpec, ensure_base_image
+
+    _, _, dist, _, _ = build
+    client = docker.from_env(timeout=900)
+    image = ensure_base_image(BaseImageSpec(suite="bookworm"), client)
+    c = client.containers.run(
+        image.id, ["sleep", "infinity"], detach=True, network_mode="host",
+        volumes={str(dist / "apt"): {"bind": "/srv/gpuforge-apt", "mode": "ro"},
+                 str(ROOT): {"bind": "/src", "mode": "ro"}},
+        environment={"DEBIAN_FRONTEND": "noninteractive", "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+
+    def sh(script, ok=True):
+        r = c.exec_run(["bash", "-c", script])
+        out = r.output.decode(errors="replace")
+        if ok:
+            assert r.exit_code == 0, f"{script}\n{out[-4000:]}"
+        return out
+
+    try:
+        sh("echo 'deb [signed-by=/srv/gpuforge-apt/gpuforge-archive-keyring.gpg] file:/srv/gpuforge-apt gpuforge main'"
+           " > /etc/apt/sources.list.d/gpuforge.list && apt-get update -q")
+        sh("apt-get install -y -q --no-install-recommends python3 python3-click python3-yaml python3-jinja2 >/dev/null")
+        t0 = time.monotonic()
+        out = sh(f"cd /src && python3 -m validator drivers install --kernel {ABI} --json")
+        install_s = time.monotonic() - t0
+        print(f"node install (apt + depmod, incl. downloads of linux-image and user space): {install_s:.0f}s")
+        got = json.loads(out[out.index("{"):])
+        assert got["installed"] and got["package"]["name"] == PKG
+        assert f"/lib/modules/{ABI}/updates/gpuforge/" in got["module"]
+        assert sh(f"modinfo -k {ABI} -F vermagic nvidia-current").split()[0] == ABI
+        assert sh(f"modinfo -k {ABI} -F name nvidia-current").strip() == "nvidia"  # upstream's internal name
+        assert "gpuforge test module signing" in sh(f"modinfo -k {ABI} -F signer nvidia-current")
+        # `modprobe nvidia` goes through Debian's modprobe.d to our file (can't load it in a container: dry run)
+        assert "nvidia-current" in sh(f"modprobe -S {ABI} -n -v nvidia 2>&1 || true", ok=False)
+        assert "updates/gpuforge/nvidia-current-uvm.ko" in sh(f"grep nvidia-current-uvm /lib/modules/{ABI}/modules.dep")
+        assert PKG in sh(f"cd /src && python3 -m validator drivers list --kernel {ABI}")
+        assert "nvidia-smi" in sh("dpkg-query -W nvidia-smi libcuda1")
+    finally:
+        c.remove(force=True)
