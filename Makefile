@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: all venv host-deps images drivers test test-unit test-e2e bench bench-validator bench-gpu bench-images clean
+.PHONY: all venv host-deps images drivers test test-unit test-e2e bench bench-validator bench-gpu bench-images bench-builder clean
 
 all: test
 
@@ -45,6 +45,9 @@ bench-gpu: venv
 
 bench-images: venv host-deps
 	$(BIN)/python bench/bench_images.py
+
+bench-builder: venv host-deps
+	$(BIN)/python bench/bench_builder.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
