@@ -21,7 +21,7 @@ def test_cli_live_standard_json(tmp_path):
     assert p.returncode in (0, 1, 3), p.stderr
     d = json.loads(out.read_text())
     assert d["live"] is True and d["level"] == "standard" and d["exit_code"] == p.returncode
-    assert not [r for r in d["results"] if "crashed" in r["observed"]]
+    assert not [r for r in d["results"] if "check crashed" in r["observed"]]
     assert {r["id"] for r in d["results"]} >= {"gpu.cuda_functional", "gpu.memory_bandwidth", "container.gpu_run"}
 
 

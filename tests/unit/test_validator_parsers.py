@@ -117,9 +117,9 @@ def test_fuzz_nvsmi_structured(values):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.text(alphabet=string.hexdigits + ":.", max_size=16),
                           st.lists(_VALUE, min_size=len(_FIELDS), max_size=len(_FIELDS))), max_size=2),
-       st.text(max_size=60), st.text(max_size=30))
-def test_fuzz_whole_validator_never_crashes(tmp_path_factory, values, cmdline, swappiness):
-    """Fuzzed nvidia-smi XML, cmdline and sysfs values through every quick check: no 'check crashed'."""
+       st.text(max_size=60), st.text(max_size=30), st.lists(st.text(max_size=40), min_size=9, max_size=9))
+def test_fuzz_whole_validator_never_crashes(tmp_path_factory, values, cmdline, swappiness, more):
+    """Fuzzed nvidia-smi XML, cmdline, sysfs/procfs values and kernel log through every check: no 'check crashed'."""
     import shutil
     from pathlib import Path
     from validator.runner import validate
@@ -130,6 +130,16 @@ def test_fuzz_whole_validator_never_crashes(tmp_path_factory, values, cmdline, s
     (root / "proc/cmdline").write_text(cmdline)
     (root / "proc/sys/vm/swappiness").write_text(swappiness)
     (root / "sys/devices/pci0000:00/0000:00:06.0/current_link_width").write_text(swappiness)
-    rep = validate(root=root)
-    crashed = [(r.id, r.observed) for r in rep.results if "crashed" in r.observed]
+    files = ["sys/devices/pci0000:00/0000:00:06.0/numa_node", "sys/devices/pci0000:00/0000:00:06.0/local_cpulist",
+             "sys/devices/pci0000:00/0000:00:06.0/current_link_speed", "proc/modules", "proc/meminfo",
+             "sys/kernel/mm/transparent_hugepage/enabled", "sys/devices/system/cpu/cpuidle/current_driver",
+             "sys/devices/system/node/node0/cpulist", "cmd/dmesg.txt"]
+    for rel, text in zip(files, more):
+        p = root / rel
+        if p.exists():
+            p.chmod(0o644)
+        p.write_text(text)
+    (root / "cmd/cuda-probe.json").write_text(more[0])
+    rep = validate(root=root, level="standard")
+    crashed = [(r.id, r.observed) for r in rep.results if "check crashed" in r.observed]
     assert crashed == []
