@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, asdict
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 from validator.errors import GpuforgeError
 from validator.parse import normalize_bus_id, parse_float, parse_int

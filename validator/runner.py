@@ -6,7 +6,7 @@ import importlib
 import logging
 import time
 import traceback
-from typing import Iterable, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import validator.checks  # noqa: F401  (registers the built-in checks)
 from validator.checks import base

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from validator_helpers import FAULTS, GPU0, XID79, statuses, sub, tune, write
+from validator_helpers import FAULTS, GPU0, XID79, statuses, tune, write
 from validator.checks.base import GROUPS, REGISTRY
 from validator.runner import validate
 from validator.tuning import load_profile

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from validator.checks.base import CheckResult, Metric
 from validator.cli import main
 from validator.report.fleet import load_fleet, render_fleet
-from validator.report.model import Report, exit_code_for, load_report
+from validator.report.model import Report, exit_code_for
 from validator.report.render import render
 from validator.runner import validate
 from validator.errors import UserError

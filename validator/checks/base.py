@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, List, Optional, Sequence, Union
 
 STATUSES = ("pass", "warn", "fail", "skip")

@@ -12,7 +12,7 @@ from validator.checks.base import Unavailable
 from validator.errors import CommandError, GpuforgeError, ToolMissing, UserError
 from validator.node import Node, NodeReadError, NotCaptured
 from validator.nvsmi import GpuData, GpuInfo, NvsmiParseError, parse_nvsmi_xml
-from validator.parse import normalize_bus_id, parse_cmdline, parse_sysctl_dump, sysctl_path
+from validator.parse import parse_cmdline, parse_sysctl_dump, sysctl_path
 from validator.tuning import TuningProfile
 
 log = logging.getLogger("gpuforge.checks")

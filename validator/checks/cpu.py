@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from validator.checks.base import Outcome, Unavailable, bad, check, ok, skip, warn
+from validator.checks.base import Outcome, bad, check, ok, skip, warn
 from validator.checks.context import Context
-from validator.parse import parse_bracketed, parse_int
+from validator.parse import parse_int
 
 CPU = "/sys/devices/system/cpu"
 _NO_CPUFREQ_VM = "no cpufreq driver: a VM guest, the host controls CPU frequency"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from validator.checks.base import bad, check, ok, skip
 from validator.checks.context import Context
-from validator.parse import parse_bracketed, parse_int, parse_meminfo_kb, sysctl_equal
+from validator.parse import parse_bracketed, parse_meminfo_kb, sysctl_equal
 
 # Sysctls this group owns (kernel.sysctl checks the profile's others).
 OWNED_SYSCTLS = ("vm.swappiness", "vm.dirty_ratio", "vm.dirty_background_ratio", "vm.nr_hugepages")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 from xml.sax.saxutils import escape as xml_escape, quoteattr
 
-from validator.checks.base import GROUPS, STATUSES, CheckResult, worst
+from validator.checks.base import CheckResult, worst
 from validator.report.model import Report
 
 FORMATS = ("term", "text", "json", "html", "junit", "prom")
