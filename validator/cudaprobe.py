@@ -33,7 +33,8 @@ def _torch():
                 want = float(n * (n - 1) + n)
                 x = torch.randn(512, 512, device="cuda")
                 eye = torch.eye(512, device="cuda")
-                mm_ok = bool(torch.allclose(x @ eye, x, atol=1e-3))
+                # loose tolerance: TF32 matmul (if a site enables it) rounds to ~1e-3 relative; garbage is far off
+                mm_ok = bool(torch.allclose(x @ eye, x, rtol=1e-2, atol=1e-2))
                 d["ok"] = (s == want) and mm_ok
                 if not d["ok"]:
                     d["error"] = f"wrong result: sum {s} vs {want}, matmul {'ok' if mm_ok else 'mismatch'}"
