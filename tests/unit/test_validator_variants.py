@@ -190,3 +190,20 @@ def test_hung_cuda_child_is_a_fail(h100_node):
     got = {r.id: r for r in rep.results}
     assert got["gpu.cuda_functional"].status == "fail" and "timed out after 7" in got["gpu.cuda_functional"].observed
     assert got["gpu.memory_bandwidth"].status == "skip" and got["gpu.persistence"].status == "pass"
+
+
+def test_remap_failure_and_retired_pages_thresholds(h100_copy):
+    xml, g = "cmd/nvidia-smi-q.xml", "GPU0 0000:00:06.0"
+    sub(h100_copy, xml, r"<remapped_row_failure>No<", "<remapped_row_failure>Yes<")
+    assert _got(h100_copy)[("gpu.row_remap", g)].status == "fail"
+    # a pre-Ampere style report: page retirement instead of row remapping
+    sub(h100_copy, xml, r"(?s)<remapped_rows>.*</remapped_rows>", "<remapped_rows>N/A</remapped_rows>")
+    sub(h100_copy, xml, r"(?s)(<double_bit_retirement>\s*<retired_count>)N/A", r"\g<1>2")
+    sub(h100_copy, xml, r"(?s)(<multiple_single_bit_retirement>\s*<retired_count>)N/A", r"\g<1>10")
+    got = _got(h100_copy)
+    assert got[("gpu.retired_pages", g)].status == "pass" and got[("gpu.row_remap", g)].status == "skip"
+    assert got[("gpu.ecc_errors", g)].status == "pass" and "2 page(s) retired" in got[("gpu.ecc_errors", g)].observed
+    sub(h100_copy, xml, r"<pending_retirement>N/A<", "<pending_retirement>Yes<")
+    assert _got(h100_copy)[("gpu.retired_pages", g)].status == "warn"
+    sub(h100_copy, xml, r"(?s)(<multiple_single_bit_retirement>\s*<retired_count>)10", r"\g<1>61")
+    assert _got(h100_copy)[("gpu.retired_pages", g)].status == "fail"  # 61 + 2 >= 63
