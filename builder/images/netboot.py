@@ -1,6 +1,6 @@
 """Netboot bundle: vmlinuz, initrd.img, root.squashfs and boot.ipxe (iPXE loads all three over TFTP/HTTP).
 
-iPXE hands the squashfs to the kernel as a second initramfs member named /gpuforge/root.squashfs; the
+iPXE hands the squashfs to the kernel as a second initramfs member named /gpuforge-root.squashfs (iPXE writes the cpio header); the
 initramfs script `gpuforge` (boot=gpuforge, baked by the stage) mounts it under a tmpfs overlay. No network
 code runs in the initramfs, so TFTP (qemu, PXE farms) and HTTP work alike.
 """
@@ -24,7 +24,7 @@ def boot_ipxe(cmdline: str, base_url: str = "") -> str:
         "# gpuforge netboot: kernel command line = console + tuning profile (same flags as the disk's grub.cfg)\n"
         f"kernel {b}vmlinuz initrd=initrd.img boot=gpuforge {cmdline}\n"
         f"initrd {b}initrd.img\n"
-        f"initrd {b}{SQUASHFS} /gpuforge/{SQUASHFS}\n"
+        f"initrd {b}{SQUASHFS} gpuforge-{SQUASHFS}\n"
         "boot\n"
     )
 

@@ -14,9 +14,9 @@ from builder.images.refs import Tuning
 from validator.atomic import write_text
 
 NETBOOT_SCRIPT = r"""# initramfs-tools boot script for boot=gpuforge (netboot): the root is a squashfs that iPXE put into the
-# initramfs as /gpuforge/root.squashfs; mount it read-only under a tmpfs overlay. Written by gpuforge.
+# initramfs as /gpuforge-root.squashfs; mount it read-only under a tmpfs overlay. Written by gpuforge.
 mountroot() {
-	sq=/gpuforge/root.squashfs
+	sq=/gpuforge-root.squashfs
 	[ -f "$sq" ] || panic "gpuforge netboot: $sq missing (boot.ipxe must load the root squashfs)"
 	modprobe -q squashfs; modprobe -q overlay; modprobe -q loop
 	mkdir -p /run/gpuforge/lower /run/gpuforge/rw
