@@ -72,3 +72,16 @@ def test_gpu_suites_skip_without_cuda(tmp_path):
         res = CliRunner().invoke(main, ["bench", suite, "--json", str(tmp_path / "b.json")])
         assert res.exit_code == 0, res.output
         assert "SKIP" in res.output and "no CUDA GPU" in res.output
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_rank_training_on_cpu(tmp_path, fsdp):
+    """The N-GPU path (one process per rank, DDP or FSDP2 sharding) with gloo between CPU processes."""
+    run = train_child.run({"model": "gpt-tiny", "device": "cpu", "ranks": 2, "steps": 2, "warmup": 1,
+                           "micro_batch": 2, "compile": False, "fsdp": fsdp, "result_path": str(tmp_path / "r")})
+    assert run.errors == [] and run.skipped is None
+    tok, tfl = run.figures
+    assert tok.gpu is None and tok.meta["ranks"] == 2
+    # Tokens count every rank: 2 ranks x 2 sequences x 32 tokens x 2 steps.
+    assert tok.value * tok.meta["step_ms"] * 2 / 1e3 == pytest.approx(2 * 2 * 32 * 2, rel=0.05)

@@ -12,11 +12,20 @@ from validator.bench.formulas import median
 from validator.bench.results import BenchRun, Figure
 
 
+def _warm(torch, fn, warmup: int, min_s: float = 0.3) -> None:
+    """At least `warmup` calls and `min_s` seconds: an idle PCIe link sits at a low generation and
+    needs a moment of traffic to train back up (seen: a first H2D median 11 % low on an H100)."""
+    t0 = time.perf_counter()
+    n = 0
+    while n < warmup or time.perf_counter() - t0 < min_s:
+        fn()
+        torch.cuda.synchronize()
+        n += 1
+
+
 def _time_events(torch, fn, reps: int, warmup: int = 3, stream=None) -> float:
     """Median seconds of fn() measured with CUDA events on the current stream."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
+    _warm(torch, fn, warmup)
     times = []
     for _ in range(reps):
         s = torch.cuda.Event(enable_timing=True)
@@ -31,9 +40,7 @@ def _time_events(torch, fn, reps: int, warmup: int = 3, stream=None) -> float:
 
 def _time_host(torch, fn, reps: int, warmup: int = 2) -> float:
     """Median seconds with a host clock and a device sync (pageable copies block the host anyway)."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
+    _warm(torch, fn, warmup)
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()

@@ -54,7 +54,7 @@ class Options:
 
     @classmethod
     def short(cls, **kw) -> "Options":
-        base = dict(reps=10, gemm_seconds=3.0, nccl_max=1 << 30, nccl_factor=8, train_steps=10, train_warmup=4,
+        base = dict(reps=20, gemm_seconds=3.0, nccl_max=1 << 30, nccl_factor=8, train_steps=10, train_warmup=4,
                     burn_tools=False, timeout_s=900.0)
         base.update(kw)
         return cls(**base)

@@ -18,7 +18,7 @@ def _setup(torch, cfg, device, params: dict, world: int):
     model = gpt.build(torch, cfg).to(device)
     cuda = device.type == "cuda"
     if world > 1:
-        if cfg.min_gpus > 1:
+        if cfg.min_gpus > 1 or params.get("fsdp"):
             from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
             mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
