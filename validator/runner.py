@@ -123,6 +123,22 @@ def _hostname(node) -> str:
     return node.root.resolve().name or str(node.root)
 
 
+def _check_expected_models(exp, catalog=None) -> None:
+    """--expect names must be GPUs the catalog knows: a typo is a usage error (exit 2), not a failed node."""
+    from validator.errors import GpuforgeError, UserError
+    try:
+        if catalog is None:
+            from validator.catalog import load_catalog
+            catalog = load_catalog()
+    except (ImportError, GpuforgeError):
+        return  # no catalog: gpu.model falls back to matching the driver's product name
+    for _, name in exp.items:
+        try:
+            catalog.find(name)
+        except UserError as e:
+            raise UserError(f"--expect {exp}: {e.message}", hint=e.hint) from None
+
+
 def validate(root="/", level: str = "quick", profile=None, expect: Optional[str] = None, groups=None, ids=None,
              use_nvml: Optional[bool] = None, cuda_timeout: float = 120.0, docker_image: Optional[str] = None,
              node=None, catalog=None):
@@ -140,6 +156,8 @@ def validate(root="/", level: str = "quick", profile=None, expect: Optional[str]
     prof = profile if isinstance(profile, TuningProfile) else resolve_profile(node.root, profile)
     exp_text = expect or prof.gpu.expect
     exp = Expectation.parse(exp_text) if exp_text else None
+    if exp is not None:
+        _check_expected_models(exp, catalog)
     ctx = Context(node, prof, exp, level, catalog=catalog, use_nvml=use_nvml, cuda_timeout=cuda_timeout,
                   docker_image=docker_image)
     results = run_checks(ctx, level, groups, ids)

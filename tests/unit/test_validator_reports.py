@@ -107,6 +107,7 @@ def test_cli_run_formats_and_exit(h100_node, tmp_path):
     (["--expect", "0xH100"], "out of range"),
     (["--save", "r.docx"], "cannot tell the format"),
     (["--profile", "/nonexistent.yaml"], "cannot read"),
+    (["--expect", "8xH1000"], "did you mean: H100"),
 ])
 def test_cli_run_usage_errors_exit_2(h100_node, args, msg):
     res = CliRunner().invoke(main, ["run", "--root", str(h100_node)] + args)
