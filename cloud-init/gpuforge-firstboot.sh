@@ -80,7 +80,10 @@ fi
 
 state running validate "quick validation"
 say "validating (quick)"
-gpu-validate run --level quick --format text --save "$LOG/report.json" --save "$LOG/report.html" > "$LOG/validate.out" 2>&1
+EXPECT=""
+[ -s /etc/gpuforge/expect ] && EXPECT=$(head -n 1 /etc/gpuforge/expect)
+# shellcheck disable=SC2086
+gpu-validate run --level quick ${EXPECT:+--expect "$EXPECT"} --format text --save "$LOG/report.json" --save "$LOG/report.html" > "$LOG/validate.out" 2>&1
 rc=$?
 # 0 pass, 1 some check failed, 3 warnings only: each still produced a report.
 case "$rc" in 0|1|3) ;; *) fail validate "gpu-validate run exited $rc: $(tail -n 3 "$LOG/validate.out")";; esac

@@ -16,17 +16,15 @@ chmod 0755 /usr/libexec/gpuforge/* /etc/initramfs-tools/hooks/* 2>/dev/null || t
 
 apt_install() { apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confold "$@"; }
 
-if [ -n "${PACKAGES:-}${USERSPACE:-}" ]; then
-  log "packages: ${PACKAGES:-} ${USERSPACE:-}"
+# One apt transaction: the kmod package Provides the nvidia-kernel-<version> the user space asks for, so apt never
+# reaches for the DKMS package; the user space is pinned to the kmod's exact version (USERSPACE=pkg=ver ...).
+set --
+for d in ${INSTALL_DEBS:-}; do set -- "$@" "$STAGE/debs/$d"; done
+if [ -n "${PACKAGES:-}${USERSPACE:-}" ] || [ $# -gt 0 ]; then
+  log "packages: ${PACKAGES:-} ${USERSPACE:-} ${INSTALL_DEBS:-}"
   apt-get update -q
   # shellcheck disable=SC2086
-  apt_install ${PACKAGES:-} ${USERSPACE:-}
-fi
-if [ -n "${INSTALL_DEBS:-}" ]; then
-  log "local packages: $INSTALL_DEBS"
-  set --
-  for d in $INSTALL_DEBS; do set -- "$@" "$STAGE/debs/$d"; done
-  apt_install "$@"
+  apt_install ${PACKAGES:-} ${USERSPACE:-} "$@"
 fi
 if [ -n "${CARRY_DEBS:-}" ]; then
   # Several driver packages: the first-boot hook installs the one matching the GPU it finds.
