@@ -79,11 +79,12 @@ class Node:
 
     @classmethod
     def open(cls, root: Union[str, Path] = "/") -> "Node":
-        """`/` is the live node; any other root with a cmd/ folder is a snapshot replayed from it."""
+        """`/` is the live node; any other root is a snapshot whose commands replay from its cmd/ folder
+        (a root without one, e.g. a mounted image, runs no command: the host's tools would describe the host)."""
         root = Path(root)
-        if root.resolve() != Path("/") and (root / "cmd").is_dir():
+        if root.resolve() != Path("/"):
             return cls(root, ReplayRunner(root / "cmd"), live=False)
-        return cls(root, live_runner, live=root.resolve() == Path("/"))
+        return cls(root, live_runner, live=True)
 
     # ---- files -------------------------------------------------------------------------------
     def path(self, rel: str) -> Path:

@@ -60,3 +60,13 @@ def test_live_runner_missing_tool():
     with pytest.raises(ToolMissing):
         n.cmd("nope.txt", ["gpuforge-no-such-tool-xyz"])
     assert n.cmd("true.txt", ["true"]).returncode == 0
+
+
+def test_foreign_root_without_cmd_runs_no_command(tmp_path):
+    """A mounted image (no cmd/) must not run the host's tools: that would describe the host."""
+    (tmp_path / "proc").mkdir()
+    n = Node.open(tmp_path)
+    assert not n.live
+    with pytest.raises(NotCaptured):
+        n.cmd("nvidia-smi-q.xml", ["nvidia-smi", "-q", "-x"])
+    assert n.which("docker") is None and not n.which_known("docker")

@@ -256,3 +256,10 @@ def test_h200x2_capture():
     per_gpu = [r for r in rep.results if r.id == "gpu.ecc_errors"]
     assert [r.subject for r in per_gpu] == ["GPU0 0000:00:06.0", "GPU1 0000:00:07.0"]
     assert not [r for r in rep.results if r.status == "fail"]
+
+
+def test_empty_root_gives_reasons_not_crashes(tmp_path):
+    rep = validate(root=tmp_path, level="standard")
+    assert not [r for r in rep.results if "check crashed" in r.observed]
+    assert all(r.observed for r in rep.results if r.status == "skip")  # every skip says why
+    assert {r.id: r.status for r in rep.results}["gpu.count"] == "fail"
