@@ -207,3 +207,10 @@ def test_remap_failure_and_retired_pages_thresholds(h100_copy):
     assert _got(h100_copy)[("gpu.retired_pages", g)].status == "warn"
     sub(h100_copy, xml, r"(?s)(<multiple_single_bit_retirement>\s*<retired_count>)10", r"\g<1>61")
     assert _got(h100_copy)[("gpu.retired_pages", g)].status == "fail"  # 61 + 2 >= 63
+
+
+def test_link_from_driver_when_sysfs_pci_tree_missing(h100_copy):
+    import shutil
+    shutil.rmtree(h100_copy / "sys/devices/pci0000:00")
+    r = _got(h100_copy)[("pcie.link", "0000:00:06.0")]
+    assert r.status == "pass" and "driver" in r.observed

@@ -23,13 +23,19 @@ def _driver_gpu(ctx: Context, address: str):
 @check("pcie.link", "pcie", "quick", "PCIe link speed and width", remedy="reseat the GPU/riser, check BIOS PCIe settings")
 def link(ctx: Context):
     out = []
-    for p in ctx.pci_gpus:
-        rel = ctx.pci_rel(p.address)
-        cur_s = parse_link_speed(ctx.text_or(f"{rel}/current_link_speed"))
-        max_s = parse_link_speed(ctx.text_or(f"{rel}/max_link_speed"))
-        cur_w = parse_int(ctx.text_or(f"{rel}/current_link_width"))
-        max_w = parse_int(ctx.text_or(f"{rel}/max_link_width"))
-        g = _driver_gpu(ctx, p.address)
+    addresses = [p.address for p in ctx.pci_gpus]
+    if not addresses:  # sysfs without the PCI tree (a partial capture): the driver's view alone
+        try:
+            addresses = [g.bus_id for g in ctx.gpus if g.bus_id]
+        except Unavailable:
+            pass
+    for address in addresses:
+        rel = ctx.pci_rel(address)
+        cur_s = parse_link_speed(ctx.text_or(f"{rel}/current_link_speed")) if rel else None
+        max_s = parse_link_speed(ctx.text_or(f"{rel}/max_link_speed")) if rel else None
+        cur_w = parse_int(ctx.text_or(f"{rel}/current_link_width")) if rel else None
+        max_w = parse_int(ctx.text_or(f"{rel}/max_link_width")) if rel else None
+        g = _driver_gpu(ctx, address)
         src = "sysfs"
         if None in (cur_s, max_s, cur_w, max_w) and g is not None:  # sysfs hides it: the driver's view
             src = "driver"
@@ -37,7 +43,7 @@ def link(ctx: Context):
             max_s = GEN_SPEED.get(g.pcie_gen_max) if g.pcie_gen_max else None
             cur_w, max_w = g.pcie_width, g.pcie_width_max
         if None in (cur_s, max_s, cur_w, max_w):
-            out.append(skip("link speed/width not readable (sysfs and driver)", subject=p.address))
+            out.append(skip("link speed/width not readable (sysfs and driver)", subject=address))
             continue
         cg, mg = speed_to_gen(cur_s), speed_to_gen(max_s)
         observed = f"Gen{cg or '?'} x{cur_w} ({cur_s:g} GT/s, {src})"
@@ -46,16 +52,16 @@ def link(ctx: Context):
         idle = g is not None and "gpu_idle" in g.clock_events
         if cur_w < max_w:
             out.append(fail(observed, expected, "link trained below its width: reseat the GPU, check the riser/slot",
-                            subject=p.address, metric=metric))
+                            subject=address, metric=metric))
         elif cur_s < max_s and idle:
             out.append(warn(observed + ", GPU idle", expected,
                             "an idle GPU may lower link speed to save power; rerun under load to confirm",
-                            subject=p.address, metric=metric))
+                            subject=address, metric=metric))
         elif cur_s < max_s:
             out.append(fail(observed, expected, "link trained below its speed: check slot/riser and BIOS PCIe Gen setting",
-                            subject=p.address, metric=metric))
+                            subject=address, metric=metric))
         else:
-            out.append(ok(observed, expected, subject=p.address, metric=metric))
+            out.append(ok(observed, expected, subject=address, metric=metric))
     return out or skip("no NVIDIA GPU on the PCI bus")
 
 
