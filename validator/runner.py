@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import time
@@ -172,5 +173,6 @@ def validate(root="/", level: str = "quick", profile=None, expect: Optional[str]
         pass
     return Report(host=_hostname(node), level=level, results=tuple(results), started=started,
                   duration_s=time.perf_counter() - t0, root=str(node.root), live=node.live, profile=prof.name,
+                  profile_sha256=hashlib.sha256(prof.to_json().encode()).hexdigest(),
                   expect=str(exp) if exp else "", driver_version=driver, cuda_version=cuda, gpus=gpus,
                   tool_version=__version__, bios_checklist=prof.bios_checklist)

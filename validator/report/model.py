@@ -31,6 +31,7 @@ class Report:
     root: str = "/"
     live: bool = True
     profile: str = ""
+    profile_sha256: str = ""         # of the profile's JSON form: which settings this node was judged against
     expect: str = ""
     driver_version: str = ""
     cuda_version: str = ""
@@ -72,6 +73,7 @@ class Report:
             "root": self.root,
             "live": self.live,
             "profile": self.profile,
+            "profile_sha256": self.profile_sha256,
             "expect": self.expect,
             "driver_version": self.driver_version,
             "cuda_version": self.cuda_version,
@@ -105,7 +107,8 @@ class Report:
         return cls(
             host=str(d.get("host", "?")), level=str(d.get("level", "quick")), results=results,
             started=str(d.get("started", "")), duration_s=float(d.get("duration_s") or 0.0), root=str(d.get("root", "/")),
-            live=bool(d.get("live", True)), profile=str(d.get("profile", "")), expect=str(d.get("expect", "") or ""),
+            live=bool(d.get("live", True)), profile=str(d.get("profile", "")),
+            profile_sha256=str(d.get("profile_sha256", "") or ""), expect=str(d.get("expect", "") or ""),
             driver_version=str(d.get("driver_version", "") or ""), cuda_version=str(d.get("cuda_version", "") or ""),
             gpus=tuple(g for g in d.get("gpus") or [] if isinstance(g, dict)), tool_version=str(d.get("tool_version", "")),
             bios_checklist=tuple(str(x) for x in d.get("bios_checklist") or []),
