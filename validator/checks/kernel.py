@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from validator.checks.base import bad, check, fail, ok, skip, warn
+from validator.checks.base import Unavailable, bad, check, fail, ok, skip, warn
 from validator.checks.context import Context
 from validator.checks.iommu import IOMMU_KEYS
 from validator.checks.memory import OWNED_SYSCTLS
@@ -34,7 +34,7 @@ def sysctl(ctx: Context):
     for k, v in items:
         try:
             cur = ctx.sysctl(k)
-        except Exception as e:  # Unavailable: this kernel has no such sysctl
+        except Unavailable as e:  # this kernel has no such sysctl
             unreadable.append(f"{k} ({e})")
             continue
         obs.append(f"{k} = {cur}")
