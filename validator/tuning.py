@@ -199,7 +199,7 @@ def load_profile(path: Union[str, Path]) -> TuningProfile:
     except OSError as e:
         raise UserError(f"{path}: cannot read tuning profile ({e.strerror or e})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml when present
     except yaml.YAMLError as e:
         raise ConfigError(str(path), "(yaml)", "valid YAML", str(e).splitlines()[0]) from None
     return _parse(data, str(path))
