@@ -121,6 +121,8 @@ def test_errors_fail_and_skips_skip(cat):
     res = evaluate.outcomes(BenchRun("bandwidth", errors=["GPU0 device copy: RuntimeError: boom"]), cat)
     assert res["host_copy"][0].status == "fail" and "boom" in res["host_copy"][0].observed
     assert res["mem_copy"][0].status == "skip"
+    one = evaluate.outcomes(_run("bandwidth", Figure("bandwidth", "device_copy", 2950.0, "GB/s", 0)), cat)
+    assert one["p2p"][0].status == "skip" and "one GPU" in one["p2p"][0].observed
     res = evaluate.outcomes(BenchRun("train", skipped="gpt-175b needs >= 64 GPUs"), cat)
     assert res["train"][0].status == "skip" and "64 GPUs" in res["train"][0].observed
 
@@ -185,3 +187,27 @@ def test_full_level_checks_skip_on_a_snapshot():
 
     out = checks._outcomes(Snap(), "gemm")
     assert out.status == "skip" and "live node" in out.observed
+
+
+def test_bench_gpu_table_marks_the_issue_targets(cat):
+    import importlib.util
+    from pathlib import Path
+
+    from validator.bench.suite import SuiteReport
+
+    path = Path(__file__).parents[2] / "bench" / "bench_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rep = SuiteReport(runs=[
+        _run("bandwidth", Figure("bandwidth", "h2d_pinned", 54.9, "GB/s", 0)),
+        _run("gemm", Figure("gemm", "bf16", 700.0, "TFLOP/s", 0)),
+        _run("train", Figure("train", "gpt-1.2b_tflops", 465.0, "TFLOP/s", 0, meta={"ranks": 1})),
+        BenchRun("nccl", errors=["boom"]),
+    ])
+    text = mod.table(rep, cat)
+    lines = {l.split()[1]: l for l in text.splitlines()[1:]}
+    assert "met (>= 52.2)" in lines["h2d_pinned"]
+    assert "MISSED (>= 708.7)" in lines["bf16"]
+    assert "47.0 %" in lines["gpt-1.2b_mfu"] and "met (>= 40.0)" in lines["gpt-1.2b_mfu"]
+    assert "boom" in lines["ERROR"] and "fail" in lines["ERROR"]

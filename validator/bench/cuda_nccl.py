@@ -120,7 +120,11 @@ def rank_main(rank: int, world: int, local_rank: int, params: dict, init_method:
     else:
         device = torch.device("cpu")
     kw = {"device_id": device} if cuda else {}
-    dist.init_process_group("nccl" if cuda else "gloo", init_method=init_method, rank=rank, world_size=world, **kw)
+    try:
+        dist.init_process_group("nccl" if cuda else "gloo", init_method=init_method, rank=rank, world_size=world,
+                                **kw)
+    except TypeError:  # torch < 2.3 has no device_id (eager NCCL init)
+        dist.init_process_group("nccl" if cuda else "gloo", init_method=init_method, rank=rank, world_size=world)
     run = BenchRun("nccl")
     sizes = size_sweep(int(params["min_bytes"]), int(params["max_bytes"]), int(params.get("factor", 4)))
     ops = params.get("ops") or list(COLLECTIVES)

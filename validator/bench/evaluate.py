@@ -145,7 +145,10 @@ def outcomes(run: BenchRun, catalog, topo=None) -> Dict[str, List[Outcome]]:
             res[k].append(_fail(err, "the benchmark runs without errors", CHECKS[k].remedy, subject="error"))
     for k in res:
         if not res[k]:
-            res[k].append(_skip(run.skipped or "no figure measured"))
+            if k == "p2p" and len(run.gpus) == 1 and not run.skipped:
+                res[k].append(_skip("one GPU: no pair for a P2P copy"))
+            else:
+                res[k].append(_skip(run.skipped or "no figure measured"))
     return res
 
 

@@ -140,7 +140,7 @@ def gemm(gpus, short, json_path, out_dir, save, stream, seconds, dtypes, n):
 @common
 @click.option("--ops", callback=_csv, default=",".join(COLLECTIVES), show_default=True)
 @click.option("--min-bytes", callback=_size, default="1M", show_default=True)
-@click.option("--max-bytes", callback=_size, default=None, help="Largest size (gated on) [default 8G; short 1G].")
+@click.option("--max-bytes", callback=_size, default=None, help="Largest size (gated on) [default 8G].")
 @click.option("--factor", type=click.IntRange(2, 64), default=None, help="Size step factor [4; short 8].")
 @click.option("--engine", type=click.Choice(["auto", "torch", "nccl-tests"]), default="auto", show_default=True)
 @click.option("--backend", type=click.Choice(["nccl", "gloo"]), default="nccl", show_default=True,
