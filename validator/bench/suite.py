@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 from validator import subp
 from validator.bench import parsers
 from validator.bench.formulas import COLLECTIVES, human_bytes
-from validator.bench.launch import MULTICAST_OFF
+from validator.bench.launch import MULTICAST_OFF, detect
 from validator.bench.results import BenchRun, Figure
 from validator.errors import CommandError, GpuforgeError
 
@@ -179,7 +179,9 @@ def nccl(o: Options) -> BenchRun:
         run = run_child("nccl", params, o.timeout_s, o.verbose, _visible(o))
     else:
         run = BenchRun("nccl")
-    if o.nccl_engine in ("auto", "nccl-tests") and o.nccl_backend == "nccl":
+    # Under torchrun/srun/mpirun every rank runs this: nccl-tests (single process, all local GPUs) would
+    # start once per rank, so it only runs when we spawned the ranks ourselves.
+    if o.nccl_engine in ("auto", "nccl-tests") and o.nccl_backend == "nccl" and detect(os.environ) is None:
         _add_nccl_tests(run, o)
     return run
 
