@@ -19,6 +19,8 @@ from validator.errors import GpuforgeError, UserError
 from validator.pkgname import PREFIX
 
 HISTORY = "var/lib/gpuforge/kmod-history.json"
+PIN_FILE = "etc/apt/preferences.d/gpuforge-nvidia.pref"
+PIN_PACKAGES = "*nvidia* libcuda* libnv* xserver-xorg-video-nvidia*"
 APT_LISTS = "var/lib/apt/lists"
 Runner = Callable[..., subp.CmdResult]
 
@@ -32,6 +34,7 @@ class KmodPackage:
     kernel: str
     installed: bool = False
     module: str = "nvidia-current"  # the module file name for the main module (Debian renames nvidia.ko)
+    exact: Tuple[str, ...] = ()  # versions its Depends pin with "=" (the user space of the same driver release)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,8 +66,18 @@ def parse_stanzas(text: str) -> List[Dict[str, str]]:
 def _from_stanza(s: Dict[str, str], installed: bool = False) -> Optional[KmodPackage]:
     if not s.get("Package", "").startswith(PREFIX) or "Gpuforge-Kernel" not in s:
         return None
+    exact = tuple(sorted(set(re.findall(r"\(= ([^)\s]+)\)", s.get("Depends", "")))))
     return KmodPackage(s["Package"], s.get("Version", ""), s.get("Gpuforge-Driver", ""), s.get("Gpuforge-Flavour", ""),
-                       s["Gpuforge-Kernel"], installed, s.get("Gpuforge-Module", "nvidia-current"))
+                       s["Gpuforge-Kernel"], installed, s.get("Gpuforge-Module", "nvidia-current"), exact)
+
+
+def package_from_control(text: str) -> KmodPackage:
+    """A kmod package from its control text (`dpkg-deb -f X.deb` or an apt stanza); UserError if it is not one."""
+    stanzas = parse_stanzas(text)
+    p = _from_stanza(stanzas[0]) if stanzas else None
+    if p is None:
+        raise UserError("not a gpuforge kmod package (no Gpuforge-Kernel field)")
+    return p
 
 
 def available(root: Path = Path("/")) -> List[KmodPackage]:
@@ -163,10 +176,32 @@ def module_path(kernel: str, run: Runner = subp.run, module: str = "nvidia-curre
     return None
 
 
+def pin_text(pkg: KmodPackage) -> str:
+    """apt preferences that make the driver's own user-space version the candidate (apt never downgrades a
+    dependency by itself: with 535.309.01 in bookworm-security, `nvidia-smi (= 535.261.03-1)` is otherwise unmet)."""
+    out = [f"# gpu-validate drivers: NVIDIA user space of {pkg.name}={pkg.version}; rewritten on install/rollback"]
+    for v in pkg.exact:
+        # A version pin needs package names (apt refuses `Package: *` with `Pin: version`): globs over the
+        # NVIDIA driver's binary packages; those without this version keep their normal candidate.
+        out += ["", f"Package: {PIN_PACKAGES}", f"Pin: version {v}", "Pin-Priority: 1001"]
+    return "\n".join(out) + "\n"
+
+
 def install(pkg: KmodPackage, root: Path = Path("/"), run: Runner = subp.run, action: str = "install") -> str:
-    """apt-get install the exact package version (its Conflicts swap out another for this kernel), check modinfo."""
-    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", f"{pkg.name}={pkg.version}"],
-        timeout=1800, env={"DEBIAN_FRONTEND": "noninteractive"})
+    """Pin the matching user space, apt-get install the exact package version (its Conflicts swap out another
+    kmod for this kernel), depmod, and check that modinfo resolves the module."""
+    pin = Path(root) / PIN_FILE
+    before = pin.read_text() if pin.is_file() else None
+    atomic.write_text(pin, pin_text(pkg))
+    try:
+        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "--allow-downgrades", f"{pkg.name}={pkg.version}"],
+            timeout=1800, env={"DEBIAN_FRONTEND": "noninteractive"})
+    except GpuforgeError:
+        if before is None:
+            pin.unlink(missing_ok=True)
+        else:
+            atomic.write_text(pin, before)
+        raise
     run(["depmod", "-a", pkg.kernel], timeout=300)
     path = module_path(pkg.kernel, run, pkg.module)
     if not path:

@@ -21,7 +21,8 @@ def stanza(driver, flavour, kernel=ABI, version=None, status=None):
     lines = [f"Package: {name}", f"Version: {version or driver + '-1+gpuforge1'}", "Architecture: amd64"]
     if status:
         lines.append(f"Status: {status}")
-    lines += [f"Gpuforge-Driver: {driver}", f"Gpuforge-Flavour: {flavour}", f"Gpuforge-Kernel: {kernel}",
+    lines += [f"Depends: linux-image-{kernel}, nvidia-smi (= {driver}-1), libcuda1 (= {driver}-1), nvidia-persistenced (>= 535)",
+              f"Gpuforge-Driver: {driver}", f"Gpuforge-Flavour: {flavour}", f"Gpuforge-Kernel: {kernel}",
               "Description: NVIDIA kernel modules", " Precompiled by gpuforge."]
     return "\n".join(lines) + "\n"
 
@@ -84,6 +85,9 @@ def test_install_records_history_and_rollback_goes_back(node):
     assert path.endswith("updates/gpuforge/nvidia-current.ko")
     assert run.calls[0][:3] == ["apt-get", "install", "-y"] and run.calls[0][-1] == f"{new.name}={new.version}"
     assert ["depmod", "-a", ABI] in run.calls
+    assert "--allow-downgrades" in run.calls[0]
+    pin = (node / precompiled.PIN_FILE).read_text()
+    assert "Pin: version 550.163.01-1\nPin-Priority: 1001" in pin and "535" not in pin.split("\n", 1)[1]
     # dpkg now has the 550 package
     status = node / "var/lib/dpkg/status"
     status.write_text(stanza("550.163.01", "proprietary", status="install ok installed"))
@@ -110,3 +114,11 @@ def test_cli_list_and_dry_run(node):
     assert out["package"]["driver"] == "550.163.01" and out["installed"] is False
     r = CliRunner().invoke(main, ["drivers", "install", "--root", str(node), "--kernel", "9.9.9-x", "--dry-run"])
     assert r.exit_code == 2 and "no precompiled package" in r.output
+
+
+def test_package_from_control_and_pin_text():
+    p = precompiled.package_from_control(stanza("535.261.03", "proprietary"))
+    assert p.exact == ("535.261.03-1",) and p.module == "nvidia-current"
+    assert precompiled.pin_text(p).endswith(f"Package: {precompiled.PIN_PACKAGES}\nPin: version 535.261.03-1\nPin-Priority: 1001\n")
+    with pytest.raises(UserError):
+        precompiled.package_from_control("Package: bash\nVersion: 5\n")
