@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import yaml
 
 from validator.errors import ConfigError, UserError
+from validator.schema import parse_yaml
 
 SCHEMA_VERSION = 1
 DEFAULT_PROFILE = "gpu-performance"
@@ -199,7 +200,7 @@ def load_profile(path: Union[str, Path]) -> TuningProfile:
     except OSError as e:
         raise UserError(f"{path}: cannot read tuning profile ({e.strerror or e})") from None
     try:
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml when present
+        data = parse_yaml(text)
     except yaml.YAMLError as e:
         raise ConfigError(str(path), "(yaml)", "valid YAML", str(e).splitlines()[0]) from None
     return _parse(data, str(path))
