@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-
 import click
 
 from validator import __version__
-from validator.clibase import ErrorHandlingGroup, root_options, setup_logging
+from validator.clibase import LazyGroup, root_options, setup_logging
 
 # Each subcommand lives in builder/commands/<module>.py and exposes `command`.
 SUBCOMMANDS: list = [
@@ -18,7 +16,12 @@ SUBCOMMANDS: list = [
 ]
 
 
-@click.group(cls=ErrorHandlingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    lazy_package="builder.commands",
+    lazy_names=SUBCOMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @root_options
 @click.version_option(__version__, prog_name="gpuforge")
 @click.pass_context
@@ -28,6 +31,3 @@ def main(ctx, debug, verbose):
     ctx.obj["debug"] = debug
     setup_logging(debug, verbose)
 
-
-for _name in SUBCOMMANDS:
-    main.add_command(importlib.import_module(f"builder.commands.{_name}").command)

@@ -23,6 +23,25 @@ class ErrorHandlingGroup(click.Group):
             sys.exit(e.exit_code)
 
 
+class LazyGroup(ErrorHandlingGroup):
+    """Imports a subcommand's module only when that subcommand runs: a node CLI call pays for one module."""
+
+    def __init__(self, *args, lazy_package: str = "", lazy_names=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self._lazy_package = lazy_package
+        self._lazy_names = list(lazy_names)
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self._lazy_names))
+
+    def get_command(self, ctx, name):
+        if name in self._lazy_names and name not in self.commands:
+            import importlib
+
+            self.add_command(importlib.import_module(f"{self._lazy_package}.{name}").command, name)
+        return super().get_command(ctx, name)
+
+
 def setup_logging(debug: bool, verbose: bool = False) -> None:
     level = logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
