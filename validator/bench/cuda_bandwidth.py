@@ -98,8 +98,8 @@ def host_device(torch, dev: int, nbytes: int, reps: int) -> list:
             t_bi = _time_events(torch, both, reps)
             figs.append(Figure("bandwidth", "bidir_pinned", 2 * nbytes / t_bi / 1e9, "GB/s", dev, gate=False,
                                detail="H2D + D2H at once, bytes of both directions"))
-            del h2
-        del h
+            h2 = None
+        h = None  # free the pinned buffer before the next one
     return figs
 
 

@@ -3,9 +3,8 @@ clock events seen under load, and the suites' own errors. Shared by `gpu-validat
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from validator.bench import expect
 from validator.bench.results import BenchRun, Figure
