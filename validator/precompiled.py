@@ -80,6 +80,13 @@ def package_from_control(text: str) -> KmodPackage:
     return p
 
 
+def read_deb(path: str, run: Runner = subp.run) -> KmodPackage:
+    """The kmod package a local .deb file holds (its control fields)."""
+    if not Path(path).is_file():
+        raise UserError(f"no such .deb: {path}")
+    return package_from_control(run(["dpkg-deb", "-f", str(path)], timeout=60).stdout)
+
+
 def available(root: Path = Path("/")) -> List[KmodPackage]:
     """kmod packages apt knows about (from the lists `apt-get update` downloaded)."""
     seen = {}
@@ -187,14 +194,16 @@ def pin_text(pkg: KmodPackage) -> str:
     return "\n".join(out) + "\n"
 
 
-def install(pkg: KmodPackage, root: Path = Path("/"), run: Runner = subp.run, action: str = "install") -> str:
+def install(pkg: KmodPackage, root: Path = Path("/"), run: Runner = subp.run, action: str = "install",
+            deb: Optional[str] = None) -> str:
     """Pin the matching user space, apt-get install the exact package version (its Conflicts swap out another
     kmod for this kernel), depmod, and check that modinfo resolves the module."""
     pin = Path(root) / PIN_FILE
     before = pin.read_text() if pin.is_file() else None
     atomic.write_text(pin, pin_text(pkg))
     try:
-        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "--allow-downgrades", f"{pkg.name}={pkg.version}"],
+        target = str(Path(deb).resolve()) if deb else f"{pkg.name}={pkg.version}"  # apt takes a local .deb by path
+        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "--allow-downgrades", target],
             timeout=1800, env={"DEBIAN_FRONTEND": "noninteractive"})
     except GpuforgeError:
         if before is None:

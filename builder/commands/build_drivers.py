@@ -60,6 +60,7 @@ def command(config, jobs, only, shard, dist, rebuild, retry_failed, sign_key, si
     else:
         click.echo(summary_table(report.results))
         if report.repo:
-            click.echo(f"apt repo: {report.repo.sources_line()}")
+            ring = report.repo.root / "gpuforge-archive-keyring.gpg"
+            click.echo(f"apt repo: {report.repo.sources_line(keyring=str(ring) if report.repo.signed else None)}")
     if report.failed:
         raise SystemExit(1)

@@ -179,6 +179,10 @@ def test_apt_install_in_clean_container_then_modinfo_resolves(build):
         assert "updates/gpuforge/nvidia-current-uvm.ko" in sh(f"grep nvidia-current-uvm /lib/modules/{ABI}/modules.dep")
         assert PKG in sh(f"cd /src && python3 -m validator drivers list --kernel {ABI}")
         assert "535.261.03-1" in sh("dpkg-query -W nvidia-smi libcuda1")
+        # An image's bundled .deb (what the first-boot hook has): chosen and installed from the file.
+        deb = "/srv/gpuforge-apt/" + _result(build[1], PROP)["deb"][len("apt/"):]
+        got = json.loads(sh(f"cd /src && python3 -m validator drivers install --kernel {ABI} --deb {deb} --json"))
+        assert got["installed"] and got["package"]["name"] == PKG
         # The node-side figure: the kmod .deb alone (dpkg unpack + postinst depmod), user space already there.
         t0 = time.monotonic()
         sh(f"dpkg -i /srv/gpuforge-apt/{_result(build[1], PROP)['deb'][len('apt/'):]}")

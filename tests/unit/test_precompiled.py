@@ -122,3 +122,21 @@ def test_package_from_control_and_pin_text():
     assert precompiled.pin_text(p).endswith(f"Package: {precompiled.PIN_PACKAGES}\nPin: version 535.261.03-1\nPin-Priority: 1001\n")
     with pytest.raises(UserError):
         precompiled.package_from_control("Package: bash\nVersion: 5\n")
+
+
+def test_cli_install_from_local_debs(node, monkeypatch):
+    """--deb: choose among local files (read with dpkg-deb -f) and hand apt the file path."""
+    calls = []
+
+    def fake_read(path, run=None):
+        return precompiled.package_from_control(stanza("535.261.03", "proprietary"))
+
+    def fake_install(pkg, root, run=None, action="install", deb=None):
+        calls.append((pkg.name, deb))
+        return "/lib/modules/x/updates/gpuforge/nvidia-current.ko"
+
+    monkeypatch.setattr(precompiled, "read_deb", fake_read)
+    monkeypatch.setattr(precompiled, "install", fake_install)
+    r = CliRunner().invoke(main, ["drivers", "install", "--root", str(node), "--kernel", ABI, "--deb", "/x/k.deb", "--json"])
+    assert r.exit_code == 0, r.output
+    assert calls == [(f"gpuforge-nvidia-kmod-proprietary-535.261.03-{ABI}", "/x/k.deb")]

@@ -65,13 +65,18 @@ def _models(root: Path):
 @_kernel
 @click.option("--driver", default=None, help="Driver version to install (default: newest that fits every GPU).")
 @click.option("--flavour", type=click.Choice(["open", "proprietary"]), default=None)
+@click.option("--deb", "debs", multiple=True, type=click.Path(dir_okay=False),
+              help="Choose among these local .deb files (an image's bundled packages) instead of the apt lists.")
 @click.option("--dry-run", is_flag=True, help="Only say which package would be installed.")
 @_json
-def install_cmd(root, kernel, driver, flavour, dry_run, as_json):
-    """Install the precompiled package for this node's GPUs and kernel, then check modinfo resolves nvidia."""
+def install_cmd(root, kernel, driver, flavour, debs, dry_run, as_json):
+    """Install the precompiled package for this node's GPUs and kernel, then check modinfo resolves the module."""
     k = _kernel_of(root, kernel)
     cat, models = _models(root)
-    choice = precompiled.choose(models, k, precompiled.available(root), cat, driver=driver, flavour=flavour)
+    local = [precompiled.read_deb(path) for path in debs]
+    files = {(p.name, p.version): path for p, path in zip(local, debs)}
+    offered = local if debs else precompiled.available(root)
+    choice = precompiled.choose(models, k, offered, cat, driver=driver, flavour=flavour)
     if choice.package is None:
         raise UserError(choice.reason)
     out = {"kernel": k, "package": choice.package.to_dict(), "reason": choice.reason, "installed": False}
@@ -79,7 +84,8 @@ def install_cmd(root, kernel, driver, flavour, dry_run, as_json):
         now = precompiled.current(k, root)
         if now and (now.name, now.version) == (choice.package.name, choice.package.version):
             out["note"] = "already installed"
-        out["module"] = precompiled.install(choice.package, root)
+        out["module"] = precompiled.install(choice.package, root,
+                                            deb=files.get((choice.package.name, choice.package.version)))
         out["installed"] = True
     if as_json:
         click.echo(json.dumps(out, indent=2))
