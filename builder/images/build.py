@@ -326,8 +326,39 @@ def build_image(image: ImageDef, ctx: Context) -> dict:
     if cached:
         log.warning("==> %s: cached (key %s), nothing to rebuild", image.name, key[:12])
         return dict(cached, cached=True)
-    log.warning("==> %s: building (changed: %s)", image.name, ", ".join(changed_inputs(out_dir, inputs)))
     ctx.images_dir.mkdir(parents=True, exist_ok=True)
+    with _image_lock(ctx.images_dir, image.name):
+        cached = None if ctx.force else cached_manifest(out_dir, key)  # another builder may have just made it
+        if cached:
+            return dict(cached, cached=True)
+        log.warning("==> %s: building (changed: %s)", image.name, ", ".join(changed_inputs(out_dir, inputs)))
+        _remove_stale_partials(ctx.images_dir, image.name)
+        return _build_locked(res, ctx, key, inputs, out_dir, t0)
+
+
+@contextlib.contextmanager
+def _image_lock(images_dir: Path, name: str):
+    """One builder per image and dist/ at a time (a second one waits, then finds the cache hit)."""
+    import fcntl
+
+    with open(images_dir / f".{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _remove_stale_partials(images_dir: Path, name: str) -> None:
+    """Work folders of killed builds (never trusted, only in the way)."""
+    for p in images_dir.glob(f".{name}.partial-*"):
+        shutil.rmtree(p, ignore_errors=True)
+    for p in images_dir.glob(f".{name}.old-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _build_locked(res: Resolved, ctx: Context, key: str, inputs: dict, out_dir: Path, t0: float) -> dict:
+    image = res.image
     work = ctx.images_dir / f".{image.name}.partial-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
