@@ -65,6 +65,7 @@ class CellResult:
     changed: Tuple[str, ...] = ()  # cache inputs that differ from the last build of this cell
     cached: bool = False  # a failure remembered from an earlier run with the same key
     expected: str = ""  # the matrix's reason when this failure was expected (expected_failures)
+    bad_input: str = ""  # "file: key: ..." when the failure is a definition naming what the archive lacks
 
     def to_dict(self) -> dict:
         return dict(self.__dict__, changed=list(self.changed))
@@ -111,6 +112,24 @@ def changed_inputs(old: Optional[dict], new: dict) -> Tuple[str, ...]:
     if not old:
         return ("no previous build",)
     return tuple(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+
+
+def archive_mismatch(cell: Cell, apt_output: str) -> str:
+    """'file: key: ...' when apt says a pinned package/version is not in the archive (bad input, exit 2), else ''."""
+    k, d, f = cell.kernel, cell.driver, cell.flavour_def
+    for m in re.finditer(r"E: Version '([^']+)' for '([^']+)' was not found", apt_output):
+        ver, pkg = m.groups()
+        if pkg == f.source.name:
+            return f"{d.file}: flavours.{cell.flavour}.source.version: {pkg}={ver} is not in the archive ({d.suite})"
+        if pkg in (k.headers, k.image):
+            return f"{k.file}: version: {pkg}={ver} is not in the archive ({k.suite})"
+    for m in re.finditer(r"E: Unable to locate package (\S+)", apt_output):
+        pkg = m.group(1)
+        if pkg in (k.headers, k.image):
+            return f"{k.file}: abi: {pkg} is not in the archive ({k.suite})"
+        if pkg == f.source.name:
+            return f"{d.file}: flavours.{cell.flavour}.source.package: {pkg} is not in the archive ({d.suite})"
+    return ""
 
 
 def first_error_line(text: str) -> str:
@@ -317,6 +336,8 @@ def build_cell(cell: Cell, ctx: CellContext, manifest: dict, key: str) -> CellRe
         result.status = "built"
     except StepFailed as e:
         result.error, result.step = e.first_error, e.step
+        if e.step == "apt":
+            result.bad_input = archive_mismatch(cell, e.output)
     except Exception as e:  # a broken cell must not stop the others: record and go on
         log.debug("cell %s crashed", cell.id, exc_info=True)
         result.error, result.step = f"{type(e).__name__}: {e}".splitlines()[0][:300], result.step or "internal"

@@ -62,5 +62,12 @@ def command(config, jobs, only, shard, dist, rebuild, retry_failed, sign_key, si
         if report.repo:
             ring = report.repo.root / "gpuforge-archive-keyring.gpg"
             click.echo(f"apt repo: {report.repo.sources_line(keyring=str(ring) if report.repo.signed else None)}")
+    bad = [r.bad_input for r in report.results if r.bad_input]
+    if bad:  # a definition names what the archive does not have: the user's to fix (exit 2)
+        raise ConfigMismatch("\n".join(bad))
     if report.failed:
         raise SystemExit(1)
+
+
+class ConfigMismatch(UserError):
+    """A driver/kernel definition pins a package or version the Debian archive does not carry."""

@@ -190,3 +190,18 @@ def test_apt_install_in_clean_container_then_modinfo_resolves(build):
               f"(the same modules' compile, i.e. what DKMS does at boot: {_result(build[1], PROP)['steps'].get('compile')}s)")
     finally:
         c.remove(force=True)
+
+
+def test_driver_version_not_in_the_archive_is_exit_2(tmp_path):
+    """A definition pinning a version Debian does not carry: apt says so, gpuforge names file + key, exit 2."""
+    for d in ("drivers", "kernels"):
+        shutil.copytree(ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns("tuning"))
+    (tmp_path / "matrix.yaml").write_text((ROOT / "matrix.yaml").read_text())
+    f = tmp_path / "drivers" / "535.261.03.yaml"
+    f.write_text(f.read_text().replace("{package: nvidia-kernel-source, version: 535.261.03-1}",
+                                       "{package: nvidia-kernel-source, version: 535.999.01-1}"))
+    res = gpuforge("build", "drivers", "--config", str(tmp_path / "matrix.yaml"), "--dist", str(tmp_path / "dist"),
+                   "--only", "proprietary", timeout=900)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert ("535.261.03.yaml: flavours.proprietary.source.version: nvidia-kernel-source=535.999.01-1 "
+            "is not in the archive") in res.stderr

@@ -138,3 +138,14 @@ def test_progress_plain_lines():
     p.finish(kmod.CellResult("a", "failed", 3.0, step="compile", error="boom"))
     p.close()
     assert buf.getvalue().splitlines() == ["gpuforge: [1/2] a: compile", "gpuforge: [1/2] a: failed in 3s (compile: boom)"]
+
+
+def test_archive_mismatch_names_the_definition_and_key():
+    out = "Reading package lists...\nE: Version '535.999.01-1' for 'nvidia-kernel-source' was not found\n"
+    msg = kmod.archive_mismatch(PROP, out)
+    assert msg.endswith("drivers/535.261.03.yaml: flavours.proprietary.source.version: "
+                        "nvidia-kernel-source=535.999.01-1 is not in the archive (bookworm)")
+    out = "E: Unable to locate package linux-headers-6.1.0-54-cloud-amd64\n"
+    assert "kernels/6.1.0-54-cloud-amd64.yaml: abi: linux-headers-6.1.0-54-cloud-amd64 is not in the archive" in \
+        kmod.archive_mismatch(PROP, out)
+    assert kmod.archive_mismatch(PROP, "E: Failed to fetch http://deb.debian.org/... 503") == ""
