@@ -104,6 +104,15 @@ def kernel_cmdline(image: ImageDef, t: Tuning) -> tuple:
     return ("console=tty0", "console=ttyS0,115200n8") + t.cmdline + image.cmdline_extra
 
 
+def nvidia_pin(versions: list) -> str:
+    """Hold the whole NVIDIA user space at the kmod's version: apt alone would pick the newest nvidia-alternative,
+    libnvidia-ml1, ... from -security and fail on the '=' dependencies of the pinned packages."""
+    blocks = [f"# gpuforge: NVIDIA user space matches the precompiled kernel module ({v})\n"
+              f"Package: /nvidia|^libcuda|^libnvcuvid|^libnvoptix|^libnvidia/\nPin: version {v}\nPin-Priority: 1001\n"
+              for v in versions]
+    return "\n".join(blocks)
+
+
 def render_stage(stage: Path, repo: Path, image: ImageDef, t: Tuning, *, packages: tuple, userspace: tuple,
                  install_debs: tuple, carry_debs: tuple, image_info: str) -> Path:
     """Fill stage/ (files/, provision.env, provision.sh); debs/ is filled by the caller."""
@@ -123,6 +132,9 @@ def render_stage(stage: Path, repo: Path, image: ImageDef, t: Tuning, *, package
         "etc/initramfs-tools/hooks/gpuforge": INITRAMFS_HOOK,
         "usr/libexec/gpuforge/gpuforge-firstboot": (repo / "cloud-init" / "gpuforge-firstboot.sh").read_text(),
     }
+    versions = sorted({u.split("=", 1)[1] for u in userspace if "=" in u})
+    if versions:
+        out["etc/apt/preferences.d/gpuforge-nvidia.pref"] = nvidia_pin(versions)
     for rel, text in out.items():
         mode = 0o755 if rel.startswith(("usr/libexec", "etc/initramfs-tools/hooks")) else 0o644
         write_text(files / rel, text, mode)

@@ -126,6 +126,8 @@ def test_stage_bakes_the_profile(tmp_path):
     script = (files / "usr/libexec/gpuforge/apply-tuning").read_text()
     assert "scaling_governor" in script and "performance" in script and "madvise" in script
     assert "blacklist nouveau" in (files / "etc/modprobe.d/gpuforge-blacklist-nouveau.conf").read_text()
+    pref = (files / "etc/apt/preferences.d/gpuforge-nvidia.pref").read_text()
+    assert "Pin: version 535.261.03-1" in pref and "Pin-Priority: 1001" in pref
     env = (st / "provision.env").read_text()
     assert "gpuforge-tuning.service" in env and "nvidia-persistenced.service" in env
     assert (st / "provision.sh").read_text() == (REPO / "images/provision/provision.sh").read_text()
