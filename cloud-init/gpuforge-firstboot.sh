@@ -4,10 +4,11 @@
 # installed); modprobe; persistence mode; quick validation -> /var/log/gpuforge/report.{json,html} + ready marker.
 # Failure leaves /var/log/gpuforge/failed and state "failed" in /var/lib/gpuforge/firstboot.json; it never reboots.
 set -u
-LOG=/var/log/gpuforge
-STATE=/var/lib/gpuforge/firstboot.json
-DEBS=/var/lib/gpuforge/debs
-mkdir -p "$LOG" /var/lib/gpuforge
+LOG=${GPUFORGE_LOG_DIR:-/var/log/gpuforge}
+VARLIB=${GPUFORGE_STATE_DIR:-/var/lib/gpuforge}
+STATE=$VARLIB/firstboot.json
+DEBS=$VARLIB/debs
+mkdir -p "$LOG" "$VARLIB"
 rm -f "$LOG/ready" "$LOG/failed"
 START=$(date +%s)
 
@@ -81,7 +82,7 @@ fi
 state running validate "quick validation"
 say "validating (quick)"
 EXPECT=""
-[ -s /etc/gpuforge/expect ] && EXPECT=$(head -n 1 /etc/gpuforge/expect)
+[ -s "${GPUFORGE_ETC:-/etc/gpuforge}/expect" ] && EXPECT=$(head -n 1 "${GPUFORGE_ETC:-/etc/gpuforge}/expect")
 # shellcheck disable=SC2086
 gpu-validate run --level quick ${EXPECT:+--expect "$EXPECT"} --format text --save "$LOG/report.json" --save "$LOG/report.html" > "$LOG/validate.out" 2>&1
 rc=$?
