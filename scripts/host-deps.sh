@@ -9,7 +9,7 @@ PKGS=(
   qemu-system-x86 qemu-utils ovmf ipxe-qemu
   grub-pc-bin grub-efi-amd64-bin grub2-common
   squashfs-tools dosfstools mtools e2fsprogs fdisk gdisk parted kpartx
-  dpkg-dev apt-utils gnupg openssl xorriso cpio zstd
+  dpkg-dev apt-utils gnupg openssl xorriso cpio zstd openssh-client
   packer
 )
 
