@@ -116,7 +116,8 @@ class Progress:
         with self.lock:
             self.current.pop(result.cell_id, None)
             self.done += 1
-            line = f"[{self.done}/{self.total}] {result.cell_id}: {result.status} in {fmt_seconds(result.seconds)}"
+            what = "failed (cached failure)" if result.cached else result.status
+            line = f"[{self.done}/{self.total}] {result.cell_id}: {what} in {fmt_seconds(result.seconds)}"
             if result.error:
                 line += f" ({result.step}: {result.error})" + (" [expected]" if result.expected else "")
             if self.tty:
