@@ -101,11 +101,15 @@ def passthrough(ctx: Context):
 
 @check("iommu.cmdline", "iommu", "quick", "IOMMU kernel parameters")
 def cmdline(ctx: Context):
-    flags = ctx.vendor_flags([f for f in ctx.profile.cmdline if f.split("=")[0] in IOMMU_KEYS])
+    return cmdline_flags_outcome(ctx, lambda key: key in IOMMU_KEYS, "IOMMU parameters")
+
+
+def cmdline_flags_outcome(ctx: Context, wanted, what: str):
+    """The profile's cmdline flags whose key `wanted(key)` accepts, each looked for in /proc/cmdline."""
+    flags = ctx.vendor_flags([f for f in ctx.profile.cmdline if wanted(f.split("=")[0])])
     if not flags:
-        return skip("not checked: the tuning profile sets no IOMMU parameters")
-    params = ctx.cmdline
-    missing = [f for f in flags if not cmdline_has(params, f)]
+        return skip(f"not checked: the tuning profile sets no {what}")
+    missing = [f for f in flags if not cmdline_has(ctx.cmdline, f)]
     if not missing:
         return ok(" ".join(flags), " ".join(flags))
     return bad(ctx.profile.enforce, "missing: " + " ".join(missing), " ".join(flags),

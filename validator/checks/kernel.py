@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from validator.checks.base import Unavailable, bad, check, fail, ok, skip, warn
 from validator.checks.context import Context
-from validator.checks.iommu import IOMMU_KEYS
+from validator.checks.iommu import IOMMU_KEYS, cmdline_flags_outcome
 from validator.checks.memory import OWNED_SYSCTLS
-from validator.parse import cmdline_has, sysctl_equal
+from validator.parse import sysctl_equal
 
 # Sysctls checked by another group's check: each setting is judged by exactly one check.
 _OWNED_ELSEWHERE = set(OWNED_SYSCTLS) | {"kernel.numa_balancing"}
@@ -14,15 +14,7 @@ _OWNED_ELSEWHERE = set(OWNED_SYSCTLS) | {"kernel.numa_balancing"}
 
 @check("kernel.cmdline", "kernel", "quick", "Kernel command line (tuning profile)")
 def cmdline(ctx: Context):
-    flags = ctx.vendor_flags([f for f in ctx.profile.cmdline if f.split("=")[0] not in IOMMU_KEYS])
-    if not flags:
-        return skip("not checked: the tuning profile sets no other kernel parameters")
-    params = ctx.cmdline
-    missing = [f for f in flags if not cmdline_has(params, f)]
-    if not missing:
-        return ok(" ".join(flags), " ".join(flags))
-    return bad(ctx.profile.enforce, "missing: " + " ".join(missing), " ".join(flags),
-               "add them to GRUB_CMDLINE_LINUX and run update-grub (gpuforge images bake them)")
+    return cmdline_flags_outcome(ctx, lambda key: key not in IOMMU_KEYS, "other kernel parameters")
 
 
 @check("kernel.sysctl", "kernel", "quick", "Sysctls (tuning profile)")
