@@ -55,17 +55,13 @@ if [ "${NGPU:-0}" -gt 0 ]; then
   for c in $CANDIDATES; do
     if dpkg-query -W -f='${Status}' "$c" 2>/dev/null | grep -q "install ok installed"; then WANT=$c; break; fi
   done
-  if [ -z "$WANT" ]; then
-    for c in $CANDIDATES; do
-      deb=$(ls "$DEBS/${c}"_*.deb 2>/dev/null | head -n 1)
-      if [ -n "$deb" ]; then
-        say "installing $deb"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$deb" >> "$LOG/firstboot.log" 2>&1 \
-          || fail driver "apt-get install $deb failed"
-        WANT=$c
-        break
-      fi
-    done
+  if [ -z "$WANT" ] && ls "$DEBS"/*.deb >/dev/null 2>&1; then
+    # Several carried packages: the validator's installer picks the one for these GPUs and this kernel and pins
+    # its user space (fetched from the archive: one image cannot hold several user-space versions at once).
+    say "choosing among $(ls "$DEBS" | tr '\n' ' ')"
+    gpu-validate drivers install --deb "$DEBS"/*.deb >> "$LOG/firstboot.log" 2>&1 \
+      || fail driver "gpu-validate drivers install --deb failed (see $LOG/firstboot.log)"
+    WANT="(chosen by gpu-validate drivers install)"
   fi
   if [ -z "$WANT" ] && ! modinfo nvidia >/dev/null 2>&1; then
     fail driver "no precompiled package for these GPUs on $(uname -r) in the image (wanted one of: $CANDIDATES)"

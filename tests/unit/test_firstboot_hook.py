@@ -21,6 +21,8 @@ case "$1" in
     if [ "${FAKE_GPUS:-0}" = 0 ]; then echo '{"gpus": [], "kernel": "6.1.0-54-cloud-amd64", "recommendation": null}'
     else echo '{"gpus": [{"name": "H100"}], "kernel": "6.1.0-54-cloud-amd64", "recommendation": {"package": "gpuforge-nvidia-kmod-open-550.163.01-6.1.0-54-cloud-amd64", "per_model": {"H100": [{"ok": true, "driver_version": "535.261.03", "flavours": ["proprietary"]}]}}}'
     fi ;;
+  drivers)
+    echo "$@" > "$GPUFORGE_LOG_DIR/drivers-args"; exit 0 ;;
   run)
     echo "$@" > "$GPUFORGE_LOG_DIR/run-args"
     while [ $# -gt 0 ]; do [ "$1" = --save ] && { echo '{"results": []}' > "$2"; shift; }; shift; done
@@ -74,3 +76,15 @@ def test_gpu_without_a_fitting_package_fails_clearly(tmp_path):
     # The recommendation first, then the other candidates the ID lists allow.
     assert "gpuforge-nvidia-kmod-open-550.163.01-6.1.0-54-cloud-amd64" in state["message"]
     assert "gpuforge-nvidia-kmod-proprietary-535.261.03-6.1.0-54-cloud-amd64" in state["message"]
+
+
+def test_carried_packages_go_through_the_validator_installer(tmp_path):
+    debs = tmp_path / "lib" / "debs"
+    debs.mkdir(parents=True)
+    for n in ("gpuforge-nvidia-kmod-open-550.163.01-x_1_amd64.deb", "gpuforge-nvidia-kmod-proprietary-535.261.03-x_1_amd64.deb"):
+        (debs / n).write_bytes(b"")
+    r, state, log = _run(tmp_path, FAKE_GPUS="1")
+    args = (log / "drivers-args").read_text()
+    assert args.startswith("drivers install --deb ") and args.count(".deb") == 2
+    # This host has no nvidia module: the hook stops at modprobe with a clear state, no reboot.
+    assert r.returncode == 1 and state["state"] == "failed" and state["step"] == "modprobe"
