@@ -262,4 +262,15 @@ def test_empty_root_gives_reasons_not_crashes(tmp_path):
     rep = validate(root=tmp_path, level="standard")
     assert not [r for r in rep.results if "check crashed" in r.observed]
     assert all(r.observed for r in rep.results if r.status == "skip")  # every skip says why
-    assert {r.id: r.status for r in rep.results}["gpu.count"] == "fail"
+    got = {r.id: r for r in rep.results}
+    assert got["gpu.count"].status == "skip" and "no NVIDIA GPU" in got["gpu.count"].observed
+
+
+def test_gpu_less_node_fails_only_when_gpus_are_expected(tmp_path):
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "modules").write_text("ext4 1 0 - Live 0x0\n")
+    (tmp_path / "sys" / "bus" / "pci" / "devices").mkdir(parents=True)
+    free = {r.id: r for r in validate(root=tmp_path, level="quick").results}
+    assert free["gpu.count"].status == "skip" and free["kernel.modules"].status == "skip"
+    need = {r.id: r for r in validate(root=tmp_path, level="quick", expect="1xH100").results}
+    assert need["gpu.count"].status == "fail" and need["kernel.modules"].status == "fail"

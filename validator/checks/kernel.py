@@ -42,6 +42,13 @@ def sysctl(ctx: Context):
     return ok(", ".join(obs) + (f"; not on this kernel: {', '.join(unreadable)}" if unreadable else ""), exp)
 
 
+def _no_nvidia_gpu(ctx: Context) -> bool:
+    try:
+        return len(ctx.pci_gpus) == 0
+    except Unavailable:
+        return False
+
+
 @check("kernel.modules", "kernel", "quick", "NVIDIA kernel modules loaded")
 def modules(ctx: Context):
     mods = ctx.modules
@@ -53,6 +60,8 @@ def modules(ctx: Context):
     loaded = [m for m in want if m in mods]
     observed = "loaded: " + (" ".join(loaded) or "none") + (f"; missing: {' '.join(missing)}" if missing else "")
     exp = " ".join(want) + (" (InfiniBand present)" if ib else "")
+    if "nvidia" in missing and not ctx.expect and _no_nvidia_gpu(ctx):
+        return skip("no NVIDIA GPU on PCI: " + observed, exp)
     if "nvidia" in missing:
         return fail(observed, exp, "modprobe nvidia (install the precompiled driver for this kernel)")
     if missing:
