@@ -35,7 +35,8 @@ test-unit: venv
 test-e2e: venv host-deps
 	$(BIN)/pytest -q -m e2e tests
 
-bench: bench-validator
+# What runs on a build host without a GPU; bench-gpu needs a node with NVIDIA GPUs and PyTorch or CuPy.
+bench: bench-validator bench-builder bench-images
 
 bench-validator: venv
 	$(BIN)/python bench/bench_validator.py
