@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -71,17 +72,22 @@ class Context:
         return self.dist / "images"
 
 
+def say(fmt: str, *args) -> None:
+    """Progress for the operator (stderr, like the driver builds), not a log warning."""
+    print("gpuforge: " + (fmt % args if args else fmt), file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def step(ctx: Context, title: str):
     """A timed, logged build step (mkosi style)."""
-    log.warning("==> %s", title)
+    say("==> %s", title)
     t0 = time.monotonic()
     try:
         yield
     finally:
         dt = time.monotonic() - t0
         ctx.timings[title] = round(dt, 1)
-        log.warning("    %s: %.1fs", title, dt)
+        say("    %s: %.1fs", title, dt)
 
 
 # ------------------------------------------------------------------------------------------- resolve
@@ -318,20 +324,20 @@ def build_image(image: ImageDef, ctx: Context) -> dict:
     res = resolve(image, ctx)
     for p in res.drivers:
         if p.status == "absent":
-            log.warning("WARNING: %s: driver %s not included: %s", image.name, p.ref, p.reason)
+            log.warning("%s: driver %s not included: %s", image.name, p.ref, p.reason)
     inputs = cache_inputs(res, ctx)
     key = cache_key(inputs)
     out_dir = ctx.images_dir / image.name
     cached = None if ctx.force else cached_manifest(out_dir, key)
     if cached:
-        log.warning("==> %s: cached (key %s), nothing to rebuild", image.name, key[:12])
+        say("==> %s: cached (key %s), nothing to rebuild", image.name, key[:12])
         return dict(cached, cached=True)
     ctx.images_dir.mkdir(parents=True, exist_ok=True)
     with _image_lock(ctx.images_dir, image.name):
         cached = None if ctx.force else cached_manifest(out_dir, key)  # another builder may have just made it
         if cached:
             return dict(cached, cached=True)
-        log.warning("==> %s: building (changed: %s)", image.name, ", ".join(changed_inputs(out_dir, inputs)))
+        say("==> %s: building (changed: %s)", image.name, ", ".join(changed_inputs(out_dir, inputs)))
         _remove_stale_partials(ctx.images_dir, image.name)
         return _build_locked(res, ctx, key, inputs, out_dir, t0)
 
