@@ -19,11 +19,12 @@ import shutil
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, TextIO, Tuple
 
-from builder import aptrepo, debpkg, kmod
+from builder.digest import sha256_file
+from builder import aptrepo, kmod
 from builder.buildenv import ensure_base_image, docker_client
 from builder.config import Settings
 from builder.matrix import Cell
@@ -201,7 +202,7 @@ def cache_hit(dist: Path, cell: Cell, key: str) -> Optional[dict]:
     if st.st_size != entry.get("size"):
         return None
     # Same size and mtime as when we recorded it: trust the recorded sha256 (keeps a no-op run instant).
-    if st.st_mtime_ns != entry.get("mtime_ns") and kmod.sha256_file(deb) != entry.get("sha256"):
+    if st.st_mtime_ns != entry.get("mtime_ns") and sha256_file(deb) != entry.get("sha256"):
         return None
     return entry
 
@@ -290,7 +291,7 @@ def build_drivers(cells: Sequence[Cell], settings: Settings, dist: Path, jobs: i
                 deb = dist / r.deb
                 st = deb.stat()
                 entry = {"cell": cell.id, "key": key, "manifest": manifest, "deb": r.deb, "size": st.st_size,
-                         "mtime_ns": st.st_mtime_ns, "sha256": kmod.sha256_file(deb), "seconds": r.seconds,
+                         "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(deb), "seconds": r.seconds,
                          "steps": r.steps, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                 atomic.write_text(_cache_file(dist, cell), json.dumps(entry, indent=2, sort_keys=True) + "\n")
             elif r.step in DETERMINISTIC_STEPS and not aborting.is_set():

@@ -212,7 +212,7 @@ def cell_sources(cell: Cell, settings: BuildSettings) -> Tuple[List[str], List[s
         mirror = settings.security_mirror if suite.endswith("-security") else settings.mirror
         lines.append(f"deb {mirror} {suite} {comps}")
         # Foreign suites only for what we pin by exact version: never upgrade the toolchain from them.
-        pins += [f"Package: *", f"Pin: release n={suite}", "Pin-Priority: 100", ""]
+        pins += ["Package: *", f"Pin: release n={suite}", "Pin-Priority: 100", ""]
     return lines, pins
 
 
@@ -375,11 +375,3 @@ def publish(deb: Path, dist: Path, ctl: debpkg.ControlInfo) -> str:
     shutil.move(str(deb), tmp)
     tmp.replace(dest)
     return rel
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from builder.digest import sha256_file
 from builder.images import disk, netboot, refs, stage
 from builder.images.definition import ImageDef
 from builder.images.validator_deb import build_validator_deb, source_hash
@@ -141,14 +142,6 @@ def resolve(image: ImageDef, ctx: Context) -> Resolved:
 # ------------------------------------------------------------------------------------------- cache
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -163,10 +156,10 @@ def cache_inputs(res: Resolved, ctx: Context) -> dict:
         "kernel": {"abi": res.kernel.abi, "package": res.kernel.image_package, "version": res.kernel.version,
                    "suite": res.kernel.suite},
         "tuning_sha256": res.tuning.sha256,
-        "drivers": [{"package": p.package, "deb_sha256": _sha256_file(Path(p.deb)) if p.deb else None} for p in res.drivers],
+        "drivers": [{"package": p.package, "deb_sha256": sha256_file(Path(p.deb)) if p.deb else None} for p in res.drivers],
         "validator_sha256": source_hash(ctx.repo),
-        "recipe_sha256": {str(p.relative_to(ctx.repo)): _sha256_file(p) for p in recipe_files},
-        "code_sha256": {p.name: _sha256_file(p) for p in sorted(code.glob("*.py"))},
+        "recipe_sha256": {str(p.relative_to(ctx.repo)): sha256_file(p) for p in recipe_files},
+        "code_sha256": {p.name: sha256_file(p) for p in sorted(code.glob("*.py"))},
         "mirror": ctx.mirror,
         "security_mirror": ctx.security_mirror,
     }
@@ -291,7 +284,7 @@ def write_manifest(res: Resolved, ctx: Context, out: Path, key: str, inputs: dic
     files = {}
     for p in sorted(out.iterdir()):
         if p.is_file() and p.name != "manifest.json":
-            files[p.name] = {"sha256": _sha256_file(p), "size": p.stat().st_size}
+            files[p.name] = {"sha256": sha256_file(p), "size": p.stat().st_size}
     absent = [p for p in res.drivers if p.status == "absent"]
     m = {
         "schema_version": 1,

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from builder.digest import sha256_file
 from builder import aptrepo, debpkg, drivers, kmod
 from builder.config import load_matrix, repo_root
 from builder.matrix import Cell
@@ -71,7 +72,7 @@ def test_cache_hit_needs_key_and_intact_deb(tmp_path):
     deb.write_bytes(b"deb bytes")
     st = deb.stat()
     entry = {"cell": PROP.id, "key": "K", "deb": "apt/pool/x.deb", "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-             "sha256": kmod.sha256_file(deb)}
+             "sha256": sha256_file(deb)}
     (dist / "cache").mkdir()
     f = dist / "cache" / f"{kmod.safe_name(PROP.id)}.json"
     f.write_text(json.dumps(entry))
