@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: all venv host-deps images drivers test test-unit test-e2e bench bench-validator bench-gpu bench-images bench-builder clean
+.PHONY: all venv host-deps images drivers lint test test-unit test-e2e bench bench-validator bench-gpu bench-images bench-builder clean
 
 all: test
 
@@ -26,7 +26,12 @@ images: venv host-deps
 	$(BIN)/gpuforge build drivers
 	$(BIN)/gpuforge build images
 
-test: venv host-deps
+# ruff over the whole tree, mypy over builder/ (configured in pyproject.toml).
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: venv host-deps lint
 	$(BIN)/pytest -q tests
 
 test-unit: venv

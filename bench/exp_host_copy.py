@@ -40,7 +40,7 @@ for n in (256 << 20, 1 << 30, 2 << 30):
     d = torch.empty(n, dtype=torch.uint8, device="cuda")
     for name, h in host_buffers(n):
         h.fill_(3)
-        up = n / timed(lambda: d.copy_(h, non_blocking=True)) / 1e9
-        down = n / timed(lambda: h.copy_(d, non_blocking=True)) / 1e9
+        up = n / timed(lambda d=d, h=h: d.copy_(h, non_blocking=True)) / 1e9
+        down = n / timed(lambda d=d, h=h: h.copy_(d, non_blocking=True)) / 1e9
         print(f"{n >> 20:5d} MiB  {name:28s}  H2D {up:6.2f}  D2H {down:6.2f} GB/s", flush=True)
     del d

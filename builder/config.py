@@ -6,11 +6,10 @@ Each loader checks the schema and raises ConfigError(file, key path, expected) o
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
-from validator.errors import ConfigError
 from validator.schema import Reader, load_yaml
 
 FLAVOURS = ("proprietary", "open")
@@ -81,6 +80,8 @@ class KernelDef:
     @property
     def series(self) -> str:
         m = _ABI.match(self.abi)
+        if not m:  # load_kernel checked it; a hand-made KernelDef may not be
+            raise ValueError(f"not a kernel ABI: {self.abi!r}")
         return f"{m.group(1)}.{m.group(2)}"
 
 
@@ -229,7 +230,7 @@ def _rules(r: Reader) -> Tuple[Rule, ...]:
 def _settings(r: Reader) -> Settings:
     allowed = set(Settings.__dataclass_fields__)
     r.mapping(allowed=allowed)
-    vals = {}
+    vals: Dict[str, Any] = {}
     for k, v in r.items():
         if k in ("jobs", "make_jobs"):
             vals[k] = v.int(lo=1, hi=64)

@@ -17,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from builder import debpkg
 from builder.buildenv import BaseImageSpec, ImageRef, kmod_buildenv_spec
@@ -252,7 +252,7 @@ def check_verify_output(abi: str, out: str) -> List[str]:
 class CellContext:
     """State for one cell's build: the docker client, where outputs go, how to report progress."""
 
-    client: object
+    client: Any  # docker.DockerClient (the SDK is a farm-side dependency)
     dist: Path
     settings: BuildSettings
     image: ImageRef
@@ -307,7 +307,7 @@ def build_cell(cell: Cell, ctx: CellContext, manifest: dict, key: str) -> CellRe
         for name in names:
             ctx.progress(cell.id, name)
             s0 = time.monotonic()
-            if name == "sign":
+            if name == "sign" and ctx.settings.sign_key and ctx.settings.sign_cert:
                 _put_keys(container, ctx.settings.sign_key, ctx.settings.sign_cert)
             try:
                 out = _exec(container, render(name, cell, ctx.settings), name)

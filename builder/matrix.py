@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
-from dataclasses import dataclass, field
-from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from builder.config import DriverDef, FlavourDef, KernelDef, MatrixConfig, Rule, series_key
 
-# driver version -> its nvidia-detect ID lists (validator.idlists.DriverLists), None where none is shipped.
-IdLists = Mapping[str, object]
+if TYPE_CHECKING:
+    from validator.idlists import DriverLists
+
+# driver version -> its nvidia-detect ID lists, None where none is shipped.
+IdLists = Mapping[str, Optional["DriverLists"]]
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,8 @@ def resolve(cfg: MatrixConfig, models: Sequence, idlists: IdLists) -> Plan:
         if kr:
             skip(kr)
             continue
-        served, reasons = [], []
+        served: List[str] = []
+        reasons: List[str] = []
         for m in models:
             why = gpu_reason(m, driver, flavour, idlists)
             (reasons if why else served).append(why or m.name)
@@ -164,7 +168,7 @@ def resolve(cfg: MatrixConfig, models: Sequence, idlists: IdLists) -> Plan:
         have = {g for c in cells if c.kernel.abi == kernel.abi for g in c.gpus}
         for m in models:
             if m.name not in have:
-                why = tuple(s for s in (gpu_reason(m, d, f, idlists) or kernel_reason(kernel, d)
-                                        for d in cfg.drivers for f in d.flavours if f in cfg.flavours) if s)
-                uncovered.append(Uncovered(kernel.abi, m.name, why))
+                whys = tuple(s for s in (gpu_reason(m, d, f, idlists) or kernel_reason(kernel, d)
+                                         for d in cfg.drivers for f in d.flavours if f in cfg.flavours) if s)
+                uncovered.append(Uncovered(kernel.abi, m.name, whys))
     return Plan(tuple(cells), tuple(skips), tuple(uncovered), tuple(dict.fromkeys(notes)))

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from builder.config import MatrixConfig, load_matrix
-from builder.matrix import IdLists, Plan, resolve
+from builder.matrix import IdLists, resolve
 from validator.errors import ConfigError, UserError
 
 log = logging.getLogger("gpuforge.plan")

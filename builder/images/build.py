@@ -23,6 +23,7 @@ from builder.images.validator_deb import build_validator_deb, source_hash
 from validator import subp
 from validator.atomic import write_text
 from validator.errors import CommandError, GpuforgeError, UserError
+from validator.pkgname import kmod_package_name
 
 log = logging.getLogger("gpuforge.images")
 RECIPE_VERSION = 1  # bump when the build steps change what they produce
@@ -110,11 +111,6 @@ def resolve(image: ImageDef, ctx: Context) -> Resolved:
     kernel = kernels[image.kernel]
     tuning = refs.load_tuning(ctx.repo / "kernels" / "tuning", image.tuning)
     drivers = refs.load_drivers(ctx.repo / "drivers")
-    try:
-        from validator.pkgname import kmod_package_name
-    except ImportError:  # the agreed scheme until validator/pkgname.py lands
-        def kmod_package_name(v, f, abi):
-            return f"gpuforge-nvidia-kmod-{f}-{v}-{abi}"
     plans = []
     for i, ref in enumerate(image.drivers):
         did, flavour = refs.split_driver_ref(ref)
@@ -226,7 +222,7 @@ def make_stage(res: Resolved, ctx: Context, work: Path) -> Path:
     (st / "debs").mkdir(parents=True)
     vdeb = build_validator_deb(ctx.repo, work)
     shutil.copy2(vdeb, st / "debs" / vdeb.name)
-    install, carry = [vdeb.name], []
+    install, carry = [vdeb.name], []  # type: list[str], list[str]
     for p in res.drivers:
         if p.deb:
             shutil.copy2(p.deb, st / "debs" / Path(p.deb).name)

@@ -52,6 +52,8 @@ class ImageDef:
     @property
     def disk_bytes(self) -> int:
         m = SIZE.match(self.disk_size)
+        if not m:
+            raise ValueError(f"disk_size {self.disk_size!r} is not a size like 3G")
         n = int(m.group(1))
         return n * (1 << 30 if m.group(2) == "G" else 1 << 20)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from builder.config import DriverDef, FlavourDef, KernelDef, MatrixConfig, PackageRef, Rule, Settings
-from builder.matrix import Plan, gpu_reason, kernel_reason, resolve
+from builder.matrix import gpu_reason, kernel_reason, resolve
 from validator.catalog import load_catalog
 from validator.idlists import DriverLists, IdList
 

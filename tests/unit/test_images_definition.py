@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from builder.cli import main
 from builder.images import netboot, stage
-from builder.images.build import Context, build_image, cache_key, resolve
+from builder.images.build import Context, cache_key, resolve
 from builder.images.definition import ImageDef, find_image, load_image_file, parse_image
 from builder.images.refs import load_tuning
 from validator.errors import ConfigError, UserError

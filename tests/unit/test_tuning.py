@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def test_default_profile_content():
     assert p.sysctl_map["vm.swappiness"] == "1" and p.sysctl_map["kernel.numa_balancing"] == "0"
     assert p.cpu.governor == "performance" and p.cpu.max_cstate == 1 and p.memory.transparent_hugepage == "madvise"
     assert "vm.swappiness = 1" in p.sysctl_conf() and "iommu=pt" in p.cmdline_string()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         p.name = "x"  # frozen
 
 

@@ -91,9 +91,7 @@ def nvml_reader() -> Optional[Callable[[], List[Sample]]]:
         except Exception:
             return None
 
-    reasons_fn = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
-        pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons"
-    )
+    reasons_fn = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
 
     def read() -> List[Sample]:
         now = time.time()

@@ -75,7 +75,7 @@ def render_fleet_text(fleet: Fleet, symbols=SYMBOL) -> str:
     width = max([len(c) for c in fleet.check_ids] + [7])
     hw = max([len(h) for h in hosts] + [4])
     lines = [f"{'host':<{hw}}  status  pass warn fail skip"]
-    for f, r in fleet.reports:
+    for _f, r in fleet.reports:
         s = r.summary
         lines.append(f"{r.host:<{hw}}  {symbols[r.status]} {r.status:<4}  {s['pass']:>4} {s['warn']:>4} {s['fail']:>4} {s['skip']:>4}")
     lines.append("")
