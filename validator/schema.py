@@ -7,6 +7,7 @@ from typing import Any, Collection, Iterator, Mapping, Optional, Tuple, Union
 
 import yaml
 
+from validator import userfile
 from validator.errors import ConfigError
 
 _MISSING = object()
@@ -15,24 +16,38 @@ _MISSING = object()
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def parse_yaml(text: str) -> Any:
-    """yaml.safe_load with libyaml when present."""
-    return yaml.load(text, Loader=_LOADER)
-
-
-def load_yaml(path: Union[str, Path]) -> Any:
-    """Parse a YAML file; a missing file or a syntax error is a ConfigError, not a traceback."""
-    path = Path(path)
+def parse_yaml(text: str, source: str = "<yaml>", key: Optional[str] = None) -> Any:
+    """yaml.safe_load with libyaml when present; any parse failure, a huge alias expansion or over-deep nesting
+    is a ConfigError naming source (never a traceback: bad dates raise ValueError deep inside PyYAML)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(str(path), "(file)", "a readable YAML file", e.strerror or str(e)) from None
-    try:
-        return parse_yaml(text)
+        value = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "(file)"
-        raise ConfigError(str(path), where, "valid YAML", str(getattr(e, "problem", e))) from None
+        line = f"line {mark.line + 1}" if mark is not None else "(file)"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        if key is not None:
+            problem = f"{problem} ({line})"
+        raise ConfigError(source, key or line, "valid YAML", problem) from None
+    except RecursionError:
+        raise ConfigError(source, key or "(file)", f"YAML nesting at most {userfile.MAX_DEPTH} deep", "deeper") from None
+    except Exception as e:  # PyYAML's constructors raise ValueError, IndexError, ... on values like `!!int ''`
+        raise ConfigError(source, key or "(file)", "valid YAML values", f"{type(e).__name__}: {e}") from None
+    return userfile.check_shape(value, source)
+
+
+def load_yaml(path: Union[str, Path], mapping: bool = True, what: str = "YAML file") -> Any:
+    """Parse a YAML file a user can name: a regular UTF-8 file of bounded size (never a blocking FIFO), valid YAML
+    of sane shape and, unless mapping=False, a mapping at the top; anything else is a ConfigError naming the file."""
+    value = parse_yaml(userfile.read_text(path, what), str(path))
+    if mapping and not isinstance(value, Mapping):
+        got = "an empty file" if value is None else f"{type(value).__name__} {_short(value)}"
+        raise ConfigError(str(path), "(top level)", "a mapping of keys to values", got)
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class Reader:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
-import yaml
-
+from validator import userfile
 from validator.errors import ConfigError, UserError
 from validator.schema import parse_yaml
 
@@ -22,6 +22,14 @@ NODE_PROFILE_PATH = "/etc/gpuforge/tuning.yaml"
 _GOVERNORS = ("performance", "powersave", "ondemand", "schedutil", "conservative", "userspace")
 _THP = ("always", "madvise", "never")
 _SMT = ("on", "off", "any")
+# What reaches files and command lines verbatim: a sysctl.d line (key = value), a kernel parameter, a module name.
+# sysctl(8) names use dots (or slashes) between parts; interface names may hold - @ : and digits.
+_SYSCTL_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_@:*-]*(\.[A-Za-z0-9_@:*-]+)+$")
+# one line of printable text: no control character (newline, CR, ESC, ...) and no Unicode line or paragraph break
+_ONE_LINE = re.compile(r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$")
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_MODULE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CMDLINE_PARAM = re.compile(r"^[!-~]{1,1024}$")  # printable ASCII, no space
 
 
 @dataclass(frozen=True)
@@ -137,22 +145,29 @@ def _parse(data: Any, src: str) -> TuningProfile:
     sv = data.get("schema_version", SCHEMA_VERSION)
     _want(sv == SCHEMA_VERSION, src, "schema_version", str(SCHEMA_VERSION), sv)
     name = data.get("name")
-    _want(isinstance(name, str) and name.strip() != "", src, "name", "a non-empty string", name)
+    _want(isinstance(name, str) and bool(_PROFILE_NAME.match(name)), src, "name",
+          "a profile name of letters, digits, _ . - (it is written into the image's sysctl.d file)", name)
     enforce = data.get("enforce", "warn")
     _want(enforce in ("warn", "fail"), src, "enforce", "warn or fail", enforce)
 
     cmdline = data.get("cmdline") or []
     _want(isinstance(cmdline, list), src, "cmdline", "a list of kernel parameters", cmdline)
     for i, p in enumerate(cmdline):
-        _want(isinstance(p, str) and p and " " not in p, src, f"cmdline[{i}]", "a parameter without spaces", p)
+        _want(isinstance(p, str) and bool(_CMDLINE_PARAM.match(p)), src, f"cmdline[{i}]",
+              "a parameter without spaces or control characters", p)
 
     sysctl = data.get("sysctl") or {}
     _want(isinstance(sysctl, dict), src, "sysctl", "a mapping name: value", sysctl)
     pairs = []
     for k, v in sysctl.items():
-        _want(isinstance(k, str) and "." in k and "/" not in k and ".." not in k, src, f"sysctl.{k}", "a dotted sysctl name", k)
-        _want(isinstance(v, (int, str)) and not isinstance(v, bool), src, f"sysctl.{k}", "an integer or string", v)
-        pairs.append((k, str(v)))
+        label = f"sysctl.{k}" if isinstance(k, str) and _ONE_LINE.match(k) else f"sysctl.{k!r}"
+        _want(isinstance(k, str) and bool(_SYSCTL_KEY.match(k)), src, label,
+              "a dotted sysctl name (letters, digits, _ - @ : * between dots)", k)
+        _want(isinstance(v, (int, str)) and not isinstance(v, bool), src, label, "an integer or string", v)
+        text = str(v)
+        _want(text.strip() != "" and text == text.strip() and bool(_ONE_LINE.match(text)) and len(text) <= 4096,
+              src, label, "a one-line value without control characters (it becomes one sysctl.d line)", v)
+        pairs.append((k, text))
 
     c = _section(data, "cpu", ("governor", "turbo", "max_cstate", "smt"), src)
     cpu = CpuTuning(
@@ -178,11 +193,13 @@ def _parse(data: Any, src: str) -> TuningProfile:
         expect=_opt(g, "expect", str, src, "gpu.expect", None),
     )
     modules = data.get("modules", ["nvidia", "nvidia_uvm"]) or []
-    _want(isinstance(modules, list) and all(isinstance(x, str) for x in modules), src, "modules",
-          "a list of module names", modules)
+    _want(isinstance(modules, list) and all(isinstance(x, str) and _MODULE.match(x) for x in modules), src,
+          "modules", "a list of kernel module names (letters, digits, _ -)", modules)
     bios = data.get("bios_checklist") or []
-    _want(isinstance(bios, list) and all(isinstance(x, str) for x in bios), src, "bios_checklist",
-          "a list of strings", bios)
+    _want(isinstance(bios, list) and all(isinstance(x, str) and _ONE_LINE.match(x) for x in bios), src,
+          "bios_checklist", "a list of one-line strings without control characters", bios)
+    _want(g.get("expect") is None or bool(_ONE_LINE.match(str(g.get("expect")))), src, "gpu.expect",
+          "one line without control characters", g.get("expect"))
     desc = data.get("description", "") or ""
     _want(isinstance(desc, str), src, "description", "a string", desc)
     return TuningProfile(name=name, description=desc, enforce=enforce, cmdline=tuple(cmdline), sysctl=tuple(pairs),
@@ -195,14 +212,7 @@ def _parse(data: Any, src: str) -> TuningProfile:
 def load_profile(path: Union[str, Path]) -> TuningProfile:
     """Load and schema-check one profile file; ConfigError (exit 2) names the file and field."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read tuning profile ({e.strerror or e})") from None
-    try:
-        data = parse_yaml(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(str(path), "(yaml)", "valid YAML", str(e).splitlines()[0]) from None
+    data = parse_yaml(userfile.read_text(path, "tuning profile"), str(path), key="(yaml)")
     return _parse(data, str(path))
 
 

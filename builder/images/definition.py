@@ -8,9 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import yaml
-
 from validator.errors import ConfigError, UserError
+from validator.schema import load_yaml
 
 SUITES = ("bookworm", "trixie")
 FORMATS = ("raw", "qcow2", "netboot")
@@ -127,13 +126,9 @@ def parse_image(raw: object, path: str) -> ImageDef:
 
 
 def load_image_file(path: Path) -> ImageDef:
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such image definition") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(str(path), "<yaml>", "valid YAML", str(e).splitlines()[0]) from None
-    return parse_image(raw, str(path))
+    if not Path(path).exists():
+        raise UserError(f"{path}: no such image definition")
+    return parse_image(load_yaml(path, mapping=False, what="image definition"), str(path))
 
 
 def image_paths(images_dir: Path) -> list:

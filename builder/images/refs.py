@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from builder import config
+from validator import userfile
 from validator.errors import UserError
 from validator.tuning import load_profile
 
@@ -86,7 +87,7 @@ def load_tuning(tuning_dir: Path, name: str) -> Tuning:
     if not path.exists():
         known = sorted(p.stem for p in Path(tuning_dir).glob("*.yaml"))
         raise UserError(f"tuning profile {name!r} not found: no {path}", hint="known profiles: " + (", ".join(known) or "none"))
-    text = path.read_text(encoding="utf-8")
+    text = userfile.read_text(path, "tuning profile")
     prof = load_profile(path)  # the validator's schema: one parser for the file both sides read
     return Tuning(
         name=name, path=str(path), text=text,

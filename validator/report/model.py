@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
 
+from validator import userfile
 from validator.checks.base import GROUPS, STATUSES, CheckResult, worst
 from validator.errors import UserError
 
@@ -118,10 +119,4 @@ class Report:
 def load_report(path: Union[str, Path]) -> Report:
     """Read a saved JSON report; UserError (exit 2) naming the file on anything unreadable."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
-    except ValueError as e:
-        raise UserError(f"{path}: not JSON ({e})") from None
-    return Report.from_dict(data, str(path))
+    return Report.from_dict(userfile.load_json(path, "saved report (JSON)"), str(path))
