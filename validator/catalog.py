@@ -22,6 +22,9 @@ PRECISIONS = ("bf16", "fp16", "tf32", "fp32", "fp64")
 FLAVOURS = ("open", "proprietary")
 # Oldest first: the order decides "Turing and newer" in the selection rules.
 ARCHITECTURES = ("Volta", "Turing", "Ampere", "Ada", "Hopper", "Blackwell")
+# Bidirectional GB/s of one NVLink link per generation (NVIDIA NVLink page: V100 6 links 300 GB/s, A100 12 links
+# 600 GB/s, H100 18 links 900 GB/s, B200 18 links 1.8 TB/s): the catalog's link counts must agree with them.
+NVLINK_LINK_BIDIR_GBS = {2: 50.0, 3: 50.0, 4: 50.0, 5: 100.0}
 
 
 class FrozenMap(Mapping):
@@ -70,6 +73,15 @@ class GpuModel:
     min_branch: int
     max_branch: Optional[int]
     source: str = ""
+    nvlink_links: Optional[int] = None  # NVLink links of one GPU (None: not known); 0 = no NVLink
+    nvlink_bridge: bool = False  # the links exist only with an NVLink bridge fitted (PCIe cards)
+
+    @property
+    def nvlink_link_gbs(self) -> Optional[float]:
+        """Datasheet bandwidth of one link, one direction (GB/s): nvlink_bw_gbs / 2 / nvlink_links."""
+        if not self.nvlink_links or not self.nvlink_bw_gbs:
+            return None
+        return self.nvlink_bw_gbs / 2.0 / self.nvlink_links
 
     @property
     def arch_rank(self) -> int:
@@ -97,6 +109,8 @@ class GpuModel:
             "min_branch": self.min_branch,
             "max_branch": self.max_branch,
             "source": self.source,
+            "nvlink_links": self.nvlink_links,
+            "nvlink_bridge": self.nvlink_bridge,
         }
 
 
@@ -242,6 +256,10 @@ def _read_model(r: Reader) -> GpuModel:
     if not isinstance(cc.value, str) or not re.fullmatch(r"\d+\.\d+", cc.value):
         raise cc.fail('a quoted "major.minor" string such as "9.0"', cc.value)
     max_r = r.key("max_branch", default=None).optional()
+    links_r = r.key("nvlink_links", default=None).optional()
+    bridge_r = r.key("nvlink_bridge", default=False)
+    if not isinstance(bridge_r.value, bool):
+        raise bridge_r.fail("true or false", bridge_r.value)
     model = GpuModel(
         name=r.key("name").str(),
         family=r.key("family").str(),
@@ -259,10 +277,19 @@ def _read_model(r: Reader) -> GpuModel:
         min_branch=r.key("min_branch").int(lo=100, hi=9999),
         max_branch=None if max_r is None else max_r.int(lo=100, hi=9999),
         source=r.key("source").str(),
+        nvlink_links=None if links_r is None else links_r.int(lo=0, hi=36),
+        nvlink_bridge=bridge_r.value,
     )
     # Cross-field rules: the facts an entry must not contradict.
     if (model.nvlink_gen == 0) != (model.nvlink_bw_gbs == 0):
         raise r.key("nvlink_bw_gbs").fail("0 exactly when nvlink_gen is 0", model.nvlink_bw_gbs)
+    if model.nvlink_links is not None and (model.nvlink_links == 0) != (model.nvlink_gen == 0):
+        raise r.key("nvlink_links").fail("0 exactly when nvlink_gen is 0", model.nvlink_links)
+    per_link = NVLINK_LINK_BIDIR_GBS.get(model.nvlink_gen)
+    if model.nvlink_links and per_link and model.nvlink_bw_gbs != model.nvlink_links * per_link:
+        raise r.key("nvlink_links").fail(
+            f"nvlink_bw_gbs / {per_link:g} GB/s a link (NVLink {model.nvlink_gen}): "
+            f"{model.nvlink_bw_gbs / per_link:g}", model.nvlink_links)
     if model.max_branch is not None and model.max_branch < model.min_branch:
         raise r.key("max_branch").fail(f"null or >= min_branch ({model.min_branch})", model.max_branch)
     if model.arch == "Volta" and "open" in model.flavours:
