@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, List, Sequence, Tuple
 
+from validator.checks.nvlink import COMMANDS as NVLINK_COMMANDS
 from validator.errors import CommandError, ToolMissing, UserError
 from validator.node import Node
 from validator import subp
@@ -44,8 +45,10 @@ COMMANDS: List[Tuple[str, Sequence[str]]] = [
     ("nvcc.txt", ["nvcc", "--version"]),
     ("uname.txt", ["uname", "-a"]),
 ]
+COMMANDS += [c for c in NVLINK_COMMANDS if c[0] not in {n for n, _ in COMMANDS}]  # links, errors, fabric manager
 TOOLS = ["dcgmi", "nv-hostengine", "nvbandwidth", "all_reduce_perf", "gpu_burn", "ib_write_bw", "numactl", "lspci",
-         "docker", "containerd", "podman", "nvidia-ctk", "nvidia-container-cli", "nvidia-container-runtime", "nvcc"]
+         "docker", "containerd", "podman", "nvidia-ctk", "nvidia-container-cli", "nvidia-container-runtime", "nvcc",
+         "nv-fabricmanager", "systemctl"]
 
 
 def _copy_file(src: Path, dst: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from typing import Any, Callable, Optional
 
@@ -18,12 +19,46 @@ _EVENT_BITS = {
 }
 
 
+# nvmlGpuFabricState_t / health summary -> the words nvidia-smi -q prints (0 = not supported: None)
+_FABRIC_STATES = {1: "Not Started", 2: "In Progress", 3: "Completed"}
+_FABRIC_HEALTH = {1: "Healthy", 2: "Unhealthy", 3: "Limited Capacity"}
+
+
 class NvmlUnavailable(Exception):
     """pynvml is not installed or libnvidia-ml does not load: fall back to nvidia-smi."""
 
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _fabric(N, h, q) -> tuple:
+    """(state, status, health summary) as nvidia-smi words; Nones when the GPU is not in an NVSwitch fabric."""
+    info = None
+    for struct, fn in (("c_nvmlGpuFabricInfo_v3_t", "nvmlDeviceGetGpuFabricInfoV"),
+                       ("c_nvmlGpuFabricInfo_t", "nvmlDeviceGetGpuFabricInfo")):
+        if hasattr(N, struct) and hasattr(N, fn):
+            candidate = getattr(N, struct)()
+            if q(getattr(N, fn), h, ctypes.byref(candidate)) is not None:
+                info = candidate
+                break
+    state = _FABRIC_STATES.get(getattr(info, "state", 0)) if info is not None else None
+    if state is None:
+        return None, None, None
+    status = "Success" if info.status == 0 else f"NVML error {info.status}"
+    return state, status, _FABRIC_HEALTH.get(getattr(info, "healthSummary", 0))
+
+
+def _memory_health(N, h, q) -> tuple:
+    """(sram threshold exceeded, unrepairable memory, channel repair pending, tpc repair pending); None = N/A."""
+    sram = None
+    if hasattr(N, "c_nvmlEccSramErrorStatus_v1_t"):
+        st = N.c_nvmlEccSramErrorStatus_v1_t()
+        if q(N.nvmlDeviceGetSramEccErrorStatus, h, ctypes.byref(st)) is not None:
+            sram = bool(st.bThresholdExceeded)
+    unrep = q(getattr(N, "nvmlDeviceGetUnrepairableMemoryFlag_v1", None), h, conv=bool)
+    repair = q(getattr(N, "nvmlDeviceGetRepairStatus", None), h)  # [channel, tpc]
+    return sram, unrep, bool(repair[0]) if repair else None, bool(repair[1]) if repair else None
 
 
 def read_nvml() -> GpuData:
@@ -57,6 +92,8 @@ def read_nvml() -> GpuData:
             unc = N.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
             cor = N.NVML_MEMORY_ERROR_TYPE_CORRECTED
             mw = lambda v: v / 1000.0  # noqa: E731  NVML reports milliwatts
+            fab_state, fab_status, fab_health = _fabric(N, h, q)
+            sram, unrep, ch_rep, tpc_rep = _memory_health(N, h, q)
             gpus.append(GpuInfo(
                 index=i,
                 bus_id=normalize_bus_id(_s(pci.busId)) if pci is not None else None,
@@ -94,6 +131,9 @@ def read_nvml() -> GpuData:
                 memory_total_mib=q(N.nvmlDeviceGetMemoryInfo, h, conv=lambda m: m.total // (1 << 20)),
                 sm_clock_mhz=q(N.nvmlDeviceGetClockInfo, h, N.NVML_CLOCK_SM),
                 sm_clock_max_mhz=q(N.nvmlDeviceGetMaxClockInfo, h, N.NVML_CLOCK_SM),
+                sram_threshold_exceeded=sram, unrepairable_memory=unrep,
+                channel_repair_pending=ch_rep, tpc_repair_pending=tpc_rep,
+                fabric_state=fab_state, fabric_status=fab_status, fabric_health=fab_health,
             ))
         return GpuData("nvml", driver, cuda, tuple(gpus))
     except NvmlUnavailable:

@@ -71,6 +71,15 @@ class GpuInfo:
     memory_total_mib: Optional[int] = None  # memory.total
     sm_clock_mhz: Optional[int] = None
     sm_clock_max_mhz: Optional[int] = None
+    # Hopper and later memory health (None: this driver/GPU does not report the field)
+    sram_threshold_exceeded: Optional[bool] = None  # ecc_errors.aggregate.sram_threshold_exceeded
+    unrepairable_memory: Optional[bool] = None      # ecc_errors.unrepairable_memory
+    channel_repair_pending: Optional[bool] = None   # ecc_errors.channel_repair_pending
+    tpc_repair_pending: Optional[bool] = None       # ecc_errors.tpc_repair_pending
+    # NVSwitch / NVLink fabric registration (None: not an NVSwitch system or not reported)
+    fabric_state: Optional[str] = None              # fabric.state: Not Started / In Progress / Completed
+    fabric_status: Optional[str] = None             # fabric.status: Success or the error
+    fabric_health: Optional[str] = None             # fabric.health.summary: Healthy / Unhealthy / ...
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -199,6 +208,13 @@ def _gpu(index: int, g: ET.Element) -> GpuInfo:
         memory_total_mib=_int(g, "fb_memory_usage/total"),
         sm_clock_mhz=_int(g, "clocks/sm_clock"),
         sm_clock_max_mhz=_int(g, "max_clocks/sm_clock"),
+        sram_threshold_exceeded=_bool(agg, "sram_threshold_exceeded"),
+        unrepairable_memory=_bool(ecc, "unrepairable_memory"),
+        channel_repair_pending=_bool(ecc, "channel_repair_pending"),
+        tpc_repair_pending=_bool(ecc, "tpc_repair_pending"),
+        fabric_state=_text(g, "fabric/state"),
+        fabric_status=_text(g, "fabric/status"),
+        fabric_health=_text(g, "fabric/health/summary"),
     )
 
 

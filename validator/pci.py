@@ -10,6 +10,7 @@ from typing import Dict, List, Optional
 
 NVIDIA_VENDOR_ID = 0x10DE
 DISPLAY_CLASS = 0x03  # PCI base class 0x03: VGA (0x0300), XGA, 3D controller (0x0302), other display
+BRIDGE_OTHER_CLASS = 0x0680  # NVSwitch chips on HGX boards show as NVIDIA "Bridge [0680]" functions
 _BDF = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
@@ -70,13 +71,21 @@ def _device_dirs(root: Path) -> Dict[str, Path]:
 
 def scan_gpus(root: Path = Path("/")) -> List[PciGpu]:
     """NVIDIA functions of PCI class 0x03xxxx under root, sorted by address (unknown device IDs included)."""
-    root = Path(root)
+    return _scan(Path(root), lambda cls: (cls >> 16) == DISPLAY_CLASS)
+
+
+def scan_nvswitches(root: Path = Path("/")) -> List[PciGpu]:
+    """NVIDIA functions of PCI class 0x0680xx (NVSwitch) under root, sorted by address."""
+    return _scan(Path(root), lambda cls: (cls >> 8) == BRIDGE_OTHER_CLASS)
+
+
+def _scan(root: Path, wanted_class) -> List[PciGpu]:
     gpus = []
     for addr, d in sorted(_device_dirs(root).items()):
         vendor = _read_hex(d / "vendor")
         cls = _read_hex(d / "class")
         device = _read_hex(d / "device")
-        if vendor != NVIDIA_VENDOR_ID or cls is None or device is None or (cls >> 16) != DISPLAY_CLASS:
+        if vendor != NVIDIA_VENDOR_ID or cls is None or device is None or not wanted_class(cls):
             continue
         gpus.append(
             PciGpu(

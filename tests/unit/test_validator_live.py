@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import subprocess
 import sys
@@ -79,6 +80,13 @@ class _FakeNVML(types.ModuleType):
     def nvmlDeviceGetCurrPcieLinkWidth(self, h): return 16
     def nvmlDeviceGetMaxPcieLinkWidth(self, h): return 16
     def nvmlDeviceGetPcieReplayCounter(self, h): return 0
+
+    class c_nvmlEccSramErrorStatus_v1_t(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint), ("bThresholdExceeded", ctypes.c_uint)]
+
+    def nvmlDeviceGetSramEccErrorStatus(self, h, ref): return 0
+    def nvmlDeviceGetUnrepairableMemoryFlag_v1(self, h): return 0
+    def nvmlDeviceGetRepairStatus(self, h): return [0, 0]
 
 
 def test_nvml_path_matches_nvidia_smi_path(monkeypatch, h100_node):

@@ -46,7 +46,7 @@ def test_json_round_trip(report):
 def test_term_plain_and_colour(report):
     plain = render(report, "term")
     assert "\033[" not in plain and "⚠ warn memory.swappiness" in plain
-    assert plain.rstrip().splitlines()[-1].startswith("WARN: 24 passed, 4 warnings, 0 failed, 13 skipped")
+    assert plain.rstrip().splitlines()[-1].startswith("WARN: 25 passed, 4 warnings, 0 failed, 17 skipped")
     assert "\033[33m" in render(report, "term", colour=True)
 
 
@@ -59,7 +59,7 @@ def test_junit(report):
     root = ET.fromstring(render(report, "junit"))
     cases = root.findall(".//testcase")
     assert len(cases) == len(report.results)
-    assert root.get("failures") == "0" and int(root.get("skipped")) == 13
+    assert root.get("failures") == "0" and int(root.get("skipped")) == 17
     assert {s.get("name") for s in root.findall("testsuite")} >= {"gpu-validate.gpu", "gpu-validate.memory"}
 
 
