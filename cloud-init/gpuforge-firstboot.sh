@@ -42,13 +42,17 @@ for cands in (rec.get("per_model") or {}).values():
         if c.get("ok"):
             for fl in c.get("flavours") or [c.get("flavour")]:
                 names.append("gpuforge-nvidia-kmod-%s-%s-%s" % (fl, c["driver_version"], d.get("kernel")))
+if d.get("current_driver_fits"):  # the loaded driver supports these GPUs: never swap it for an offered one
+    names = ["current"]
 print(len(d.get("gpus") or []), " ".join(dict.fromkeys(n for n in names if n)) or "-")'
 OUT=$(python3 -c "$PICK" "$LOG/detect.json") || fail detect "detect.json unreadable"
 NGPU=${OUT%% *}
 CANDIDATES=${OUT#* }
 say "found ${NGPU:-0} NVIDIA GPU(s); driver packages that fit: ${CANDIDATES}"
 
-if [ "${NGPU:-0}" -gt 0 ]; then
+if [ "${NGPU:-0}" -gt 0 ] && [ "$CANDIDATES" = current ]; then
+  say "the loaded driver supports these GPUs: nothing installed"
+elif [ "${NGPU:-0}" -gt 0 ]; then
   state running driver "installing the driver"
   # Already installed (single-driver image) wins; else the first candidate the image carries.
   WANT=""

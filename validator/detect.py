@@ -21,6 +21,7 @@ from validator.selection import (
 )
 
 SCHEMA_VERSION = 1
+R_CURRENT_FITS = "current-driver-fits"
 _NVRM = re.compile(r"NVRM version:.*?\s(\d{3}\.\d+(?:\.\d+)?)\s")
 _VERSION = re.compile(r"^\d{3}\.\d+(?:\.\d+)?$")
 _LINUX_VERSION = re.compile(r"^Linux version (\S+)")
@@ -132,6 +133,19 @@ class NodePlan:
 
 
 @dataclass(frozen=True)
+class Offer:
+    """One offered driver that fits every known GPU of the node, with the flavours all of them allow."""
+
+    driver_version: str
+    flavours: Tuple[str, ...]
+    packages: Tuple[str, ...] = ()  # per flavour, when the kernel is known
+
+    def to_dict(self) -> dict:
+        return {"driver_version": self.driver_version, "flavours": list(self.flavours),
+                "packages": list(self.packages)}
+
+
+@dataclass(frozen=True)
 class Detection:
     root: str
     kernel: Optional[str]
@@ -141,6 +155,8 @@ class Detection:
     driver_check: Tuple[Tuple[str, Decision], ...] = ()  # loaded driver vs each model
     driver_max_cuda: Optional[str] = None
     notes: Tuple[str, ...] = field(default_factory=tuple)
+    current_fits: bool = False  # the loaded driver supports every known GPU (and --cuda): keep it, install nothing
+    offers: Tuple["Offer", ...] = ()  # what we offer that fits every known GPU, newest first
 
     @property
     def models(self) -> Tuple[GpuModel, ...]:
@@ -163,9 +179,51 @@ class Detection:
             "gpu_count": len(self.gpus),
             "gpu_models": dict(counts),
             "gpus": [g.to_dict() for g in self.gpus],
+            "current_driver_fits": self.current_fits,
             "recommendation": None if self.plan is None else self.plan.to_dict(),
+            "offered": [o.to_dict() for o in self.offers],
             "notes": list(self.notes),
         }
+
+
+def _per_model(models, ordered, catalog: Catalog, cuda: Optional[str]):
+    return tuple((m.name, tuple(evaluate_driver(m, v, lists, catalog, cuda) for v, lists in ordered)) for m in models)
+
+
+def _fitting(ordered, per_model):
+    """(index, version, flavours every model allows) of each offered driver that fits all models, newest first."""
+    for i, (version, _) in enumerate(ordered):
+        choices = [pm[1][i] for pm in per_model]
+        if not all(c.ok for c in choices):
+            continue
+        common = [f for f in FLAVOUR_PREFERENCE if all(f in c.flavours for c in choices)]
+        if common:
+            yield i, version, common
+
+
+def _package(version: str, flavour: str, kernel: Optional[str]) -> Optional[str]:
+    if not kernel:
+        return None
+    try:
+        return kmod_package_name(version, flavour, kernel)
+    except UserError:
+        return None
+
+
+def offers_for(models, offered, catalog: Catalog, kernel: Optional[str], cuda: Optional[str] = None):
+    """Every offered driver that fits all models (newest first), with its flavours and package names."""
+    ordered = sorted(offered, key=lambda o: vkey(o[0]), reverse=True)
+    per_model = _per_model(models, ordered, catalog, cuda)
+    return tuple(Offer(v, tuple(fl), tuple(p for p in (_package(v, f, kernel) for f in fl) if p))
+                 for _, v, fl in _fitting(ordered, per_model))
+
+
+def keep_current(driver: LoadedDriver, dmax: Optional[str], per_model) -> NodePlan:
+    """The plan when the loaded driver already supports every GPU: keep it (never a downgrade), install nothing."""
+    flav = f" ({driver.flavour} kernel modules)" if driver.flavour else ""
+    reason = Decision(True, R_CURRENT_FITS, f"the loaded driver {driver.version}{flav} supports every GPU of this "
+                                            f"node: keep it")
+    return NodePlan(True, driver.version, driver.flavour, dmax, None, reason, per_model)
 
 
 def plan_node(
@@ -177,26 +235,12 @@ def plan_node(
 ) -> NodePlan:
     """Newest offered driver whose ID lists carry every model, with a flavour all of them allow (open first)."""
     ordered = sorted(offered, key=lambda o: vkey(o[0]), reverse=True)
-    per_model = tuple(
-        (m.name, tuple(evaluate_driver(m, v, lists, catalog, cuda) for v, lists in ordered)) for m in models
-    )
-    for i, (version, _) in enumerate(ordered):
-        choices = [pm[1][i] for pm in per_model]
-        if not all(c.ok for c in choices):
-            continue
-        common = [f for f in FLAVOUR_PREFERENCE if all(f in c.flavours for c in choices)]
-        if not common:
-            continue
+    per_model = _per_model(models, ordered, catalog, cuda)
+    for i, version, common in _fitting(ordered, per_model):
         flavour = common[0]
         use_cuda = cuda or min((max_cuda(version, catalog, m) or "0.0" for m in models), key=vkey)
-        package = None
-        if kernel:
-            try:
-                package = kmod_package_name(version, flavour, kernel)
-            except UserError:
-                package = None
-        deciding = next(d for fl, d in choices[0].flavour_decisions if fl == flavour)
-        return NodePlan(True, version, flavour, use_cuda, package, deciding, per_model)
+        deciding = next(d for fl, d in per_model[0][1][i].flavour_decisions if fl == flavour)
+        return NodePlan(True, version, flavour, use_cuda, _package(version, flavour, kernel), deciding, per_model)
     if not ordered:
         return NodePlan(False, None, None, cuda, None, Decision(False, R_NO_DRIVER, "no driver is offered"), per_model)
     # Nothing fits everything: say what blocked the newest driver for the first model it fails.
@@ -239,7 +283,12 @@ def analyse(
             checks.append((m.name, c.deciding))
         dmax = max_cuda(driver.version, catalog, models[0] if models else None)
     plan = plan_node(models, offered, catalog, kernel, cuda) if models else None
-    return Detection(root, kernel, driver, gpus, plan, tuple(checks), dmax, tuple(notes))
+    fits = bool(models) and bool(checks) and all(d.ok for _, d in checks) and \
+        (cuda is None or (dmax is not None and vkey(dmax) >= vkey(cuda)))
+    if fits and plan is not None:
+        plan = keep_current(driver, dmax, plan.per_model)
+    offers = offers_for(models, offered, catalog, kernel, cuda) if models else ()
+    return Detection(root, kernel, driver, gpus, plan, tuple(checks), dmax, tuple(notes), fits, offers)
 
 
 def detect(root: Path, catalog: Catalog, offered, cuda: Optional[str] = None) -> Detection:

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from validator.catalog import load_catalog
 from validator.cli import main
+from validator.commands.detect import render_text
 from validator.detect import detect, read_kernel, read_loaded_driver
 from validator.idlists import offered
 
@@ -33,29 +34,55 @@ def test_h100_capture_json(h100_node):
     assert d["driver"] == {**d["driver"], "version": "580.159.04", "flavour": "open", "loaded": True}
     (g,) = d["gpus"]
     assert (g["name"], g["arch"], g["compute_capability"], g["pci_id"]) == ("H100 SXM5 80GB", "Hopper", "9.0", "10de:2330")
+    # The loaded 580 supports the H100: keep it (never a downgrade to an offered 550); the offers are listed.
     rec = d["recommendation"]
-    assert (rec["driver_version"], rec["branch"], rec["flavour"], rec["cuda"]) == ("550.163.01", 550, "open", "12.4")
-    assert rec["package"] == "gpuforge-nvidia-kmod-open-550.163.01-6.18.44-fc-v657-gpu"
+    assert d["current_driver_fits"] is True and rec["rule"] == "current-driver-fits"
+    assert (rec["driver_version"], rec["branch"], rec["flavour"], rec["cuda"], rec["package"]) == \
+        ("580.159.04", 580, "open", "13.0", None)
+    assert [(o["driver_version"], o["flavours"]) for o in d["offered"]] == \
+        [("550.163.01", ["open", "proprietary"]), ("535.261.03", ["proprietary"])]
+    assert d["offered"][0]["packages"][0] == "gpuforge-nvidia-kmod-open-550.163.01-6.18.44-fc-v657-gpu"
 
 
 def test_h200_capture(h100_node):
     d = detect(h100_node.parent / "h200x2-nvlink-kvm-guest", CAT, offered())
     assert [g.name for g in d.gpus] == ["H200 SXM 141GB"] * 2
-    # 2335 is in 550's nvidia.ids only (not open, not 535 at all): the lists win.
-    assert (d.plan.driver_version, d.plan.flavour) == ("550.163.01", "proprietary")
+    # The loaded 580 open fits: kept. Of the offers, 2335 is in 550's nvidia.ids only (not open, not 535 at all).
+    assert d.current_fits and (d.plan.driver_version, d.plan.flavour) == ("580.159.04", "open")
+    assert [(o.driver_version, o.flavours) for o in d.offers] == [("550.163.01", ("proprietary",))]
+
+
+def test_loaded_driver_too_old_gets_a_recommendation(h100_node):
+    """535 is loaded on the H200s: it does not support them, so detect names the offered driver that does."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "node"
+        shutil.copytree(h100_node.parent / "h200x2-nvlink-kvm-guest", root, symlinks=True)
+        (root / "proc/driver/nvidia/version").write_text(
+            "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.261.03  Release Build  (dvs-builder@U16)\n")
+        d = detect(root, CAT, offered())
+    assert not d.current_fits and not d.driver_check[0][1].ok
+    assert (d.plan.driver_version, d.plan.flavour, d.plan.reason.rule) == ("550.163.01", "proprietary", "id-list")
 
 
 def test_only_535_offered(h100_node):
     r = _cli("--root", str(h100_node), "--offer", "535.261.03", "--json")
-    rec = json.loads(r.output)["recommendation"]
-    assert (rec["driver_version"], rec["flavour"], rec["cuda"]) == ("535.261.03", "proprietary", "12.2")
-    assert rec["package"] == "gpuforge-nvidia-kmod-proprietary-535.261.03-6.18.44-fc-v657-gpu"
+    d = json.loads(r.output)
+    assert d["recommendation"]["driver_version"] == "580.159.04"  # the loaded driver fits: kept
+    assert d["offered"] == [{"driver_version": "535.261.03", "flavours": ["proprietary"],
+                             "packages": ["gpuforge-nvidia-kmod-proprietary-535.261.03-6.18.44-fc-v657-gpu"]}]
 
 
-def test_cuda_not_reachable(h100_node):
-    r = _cli("--root", str(h100_node), "--cuda", "13.0")
+def test_cuda_not_reachable(h100_copy):
+    # 535 loaded (CUDA 12.2 at most): neither it nor any offered driver runs CUDA 13.0
+    (h100_copy / "proc/driver/nvidia/version").write_text(
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.261.03  Release Build  (dvs-builder@U16)\n")
+    r = _cli("--root", str(h100_copy), "--cuda", "13.0")
     assert r.exit_code == 0 and "cuda-min-driver" in r.output  # detection worked: the hook reads the JSON
-    assert _cli("--root", str(h100_node), "--cuda", "13.0", "--strict").exit_code == 1
+    assert _cli("--root", str(h100_copy), "--cuda", "13.0", "--strict").exit_code == 1
+    assert _cli("--root", str(h100_copy), "--cuda", "12.2", "--strict").exit_code == 0
 
 
 def test_unknown_device_reported(h100_copy):
@@ -76,7 +103,10 @@ def test_proprietary_driver_and_osrelease(h100_copy):
     assert (d.driver.version, d.driver.flavour) == ("535.261.03", "proprietary")
     assert d.kernel == "6.1.0-54-cloud-amd64"
     assert d.driver_check[0][1].ok and d.driver_check[0][1].rule == "id-list"
-    assert d.plan.package == "gpuforge-nvidia-kmod-open-550.163.01-6.1.0-54-cloud-amd64"
+    # 535 supports the H100: kept; the newer 550 (open too) is listed as an offer, not pushed.
+    assert d.current_fits and d.plan.package is None and d.plan.driver_version == "535.261.03"
+    assert d.offers[0].packages[0] == "gpuforge-nvidia-kmod-open-550.163.01-6.1.0-54-cloud-amd64"
+    assert "550.163.01 open, proprietary (upgrade)" in render_text(d)
 
 
 def test_sys_module_fallback(h100_copy):

@@ -19,6 +19,7 @@ case "$1" in
   detect)
     [ "${FAKE_DETECT_RC:-0}" = 0 ] || { echo "detect exploded" >&2; exit "$FAKE_DETECT_RC"; }
     if [ "${FAKE_GPUS:-0}" = 0 ]; then echo '{"gpus": [], "kernel": "6.1.0-54-cloud-amd64", "recommendation": null}'
+    elif [ "${FAKE_FITS:-0}" = 1 ]; then echo '{"gpus": [{"name": "H100"}], "kernel": "6.1.0-54-cloud-amd64", "current_driver_fits": true, "recommendation": {"package": null, "per_model": {"H100": [{"ok": true, "driver_version": "550.163.01", "flavours": ["open"]}]}}}'
     else echo '{"gpus": [{"name": "H100"}], "kernel": "6.1.0-54-cloud-amd64", "recommendation": {"package": "gpuforge-nvidia-kmod-open-550.163.01-6.1.0-54-cloud-amd64", "per_model": {"H100": [{"ok": true, "driver_version": "535.261.03", "flavours": ["proprietary"]}]}}}'
     fi ;;
   drivers)
@@ -88,3 +89,13 @@ def test_carried_packages_go_through_the_validator_installer(tmp_path):
     assert args.startswith("drivers install --deb ") and args.count(".deb") == 2
     # This host has no nvidia module: the hook stops at modprobe with a clear state, no reboot.
     assert r.returncode == 1 and state["state"] == "failed" and state["step"] == "modprobe"
+
+
+def test_loaded_driver_that_fits_is_kept(tmp_path):
+    """detect says the running driver supports the GPUs: no package is installed over it, even if carried."""
+    debs = tmp_path / "lib" / "debs"
+    debs.mkdir(parents=True)
+    (debs / "gpuforge-nvidia-kmod-open-550.163.01-x_1_amd64.deb").write_bytes(b"")
+    r, state, log = _run(tmp_path, FAKE_GPUS="1", FAKE_FITS="1")
+    assert "the loaded driver supports these GPUs: nothing installed" in r.stdout
+    assert not (log / "drivers-args").exists()

@@ -268,14 +268,19 @@ def test_empty_root_gives_reasons_not_crashes(tmp_path):
     assert not [r for r in rep.results if "check crashed" in r.observed]
     assert all(r.observed for r in rep.results if r.status == "skip")  # every skip says why
     got = {r.id: r for r in rep.results}
-    assert got["gpu.count"].status == "skip" and "no NVIDIA GPU" in got["gpu.count"].observed
+    # An empty folder shows neither a PCI tree nor a driver: unknown, not "no GPU".
+    assert got["gpu.count"].status == "skip" and "neither PCI nor driver view readable" in got["gpu.count"].observed
 
 
-def test_gpu_less_node_fails_only_when_gpus_are_expected(tmp_path):
+def test_gpu_less_node_warns_and_fails_when_gpus_are_expected(tmp_path):
     (tmp_path / "proc").mkdir()
     (tmp_path / "proc" / "modules").write_text("ext4 1 0 - Live 0x0\n")
     (tmp_path / "sys" / "bus" / "pci" / "devices").mkdir(parents=True)
-    free = {r.id: r for r in validate(root=tmp_path, level="quick").results}
-    assert free["gpu.count"].status == "skip" and free["kernel.modules"].status == "skip"
+    free_rep = validate(root=tmp_path, level="quick")
+    free = {r.id: r for r in free_rep.results}
+    # A GPU validator never reads PASS for a node without GPUs: warn without an inventory, fail with one.
+    assert free["gpu.count"].status == "warn" and "no NVIDIA GPU (0 on PCI" in free["gpu.count"].observed
+    assert free["kernel.modules"].status == "skip" and free_rep.group_status()["gpu"] == "warn"
+    assert free_rep.exit_code == 3
     need = {r.id: r for r in validate(root=tmp_path, level="quick", expect="1xH100").results}
     assert need["gpu.count"].status == "fail" and need["kernel.modules"].status == "fail"

@@ -49,10 +49,15 @@ def driver_loaded(ctx: Context):
                 "install the gpuforge precompiled driver for this kernel and `modprobe nvidia`; see dmesg for errors")
 
 
+def _pci_tree(ctx: Context) -> bool:
+    """The node shows its PCI tree (a live /sys, a full capture): an empty scan then means no GPU, not unknown."""
+    return ctx.node.exists("/sys/bus/pci/devices") or bool(ctx.node.glob("/sys/devices/pci*"))
+
+
 @check("gpu.count", "gpu", "quick", "GPU count")
 def count(ctx: Context):
     try:
-        pci = ctx.pci_gpus
+        pci = ctx.pci_gpus if _pci_tree(ctx) else None
     except Unavailable:
         pci = None
     driver_n, why = None, ""
@@ -78,9 +83,11 @@ def count(ctx: Context):
             return fail(observed, exp, "a GPU is missing: check power/seating, BIOS, dmesg")
         return ok(observed, exp)
     if seen == 0:
-        # Without an expected inventory a GPU-less machine (a VM, a CPU node booted from the same
-        # image) is not a fault; an operator who needs GPUs says so with --expect / /etc/gpuforge/expect.
-        return skip("no NVIDIA GPU (" + observed + "); give --expect to require GPUs", "at least one GPU")
+        # A GPU validator never passes a node without GPUs. Without an expected inventory it may be meant
+        # (a CPU node booted from the same image): warn; --expect / the profile's gpu.expect makes it a fail.
+        return warn("no NVIDIA GPU (" + observed + ")", "at least one GPU",
+                    "give --expect (or gpu.expect in the profile) to make a GPU-less node fail; check BIOS/seating "
+                    "if this node should have GPUs")
     return ok(observed, exp)
 
 

@@ -11,6 +11,8 @@ from validator.catalog import load_catalog
 from validator.detect import Detection, detect
 from validator.errors import UserError
 from validator.idlists import offered as shipped_offered
+from validator.selection import vkey
+from validator.termtext import fit_all
 
 
 def render_text(d: Detection) -> str:
@@ -36,15 +38,30 @@ def render_text(d: Detection) -> str:
             out.append(f"  {g.pci.address}  {g.pci.pci_id}  {g.name}")
     p = d.plan
     if p is not None:
-        if p.ok:
+        if d.current_fits:
+            out.append(f"Recommended: current driver fits: keep {p.driver_version}"
+                       f"{' (' + p.flavour + ' kernel modules)' if p.flavour else ''}, CUDA up to {p.cuda or '?'}")
+            out.append(f"             because [{p.reason.rule}] {p.reason.reason}")
+        elif p.ok:
             out.append(f"Recommended: driver {p.driver_version} (branch {p.branch}), {p.flavour} kernel modules, CUDA {p.cuda}")
             out.append(f"             because [{p.reason.rule}] {p.reason.reason}")
             out.append(f"Package:     {p.package or 'unknown (kernel not readable)'}")
         else:
             out.append(f"Recommended: none [{p.reason.rule}]: {p.reason.reason}")
+    if d.offers:
+        out.append("Offered:     drivers that fit every GPU here (newest first):")
+        for o in d.offers:
+            rel = ""
+            if d.driver.version:
+                rel = " (upgrade)" if vkey(o.driver_version) > vkey(d.driver.version) else \
+                    " (downgrade)" if vkey(o.driver_version) < vkey(d.driver.version) else " (loaded)"
+            out.append(f"  {o.driver_version} {', '.join(o.flavours)}{rel}")
+            out.extend(f"    {pkg}" for pkg in o.packages)
+    elif d.gpus:
+        out.append("Offered:     no offered driver fits every GPU here")
     for n in d.notes:
         out.append(f"Note:        {n}")
-    return "\n".join(out)
+    return "\n".join(fit_all(out))
 
 
 @click.command("detect")
