@@ -10,8 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, List, Sequence, Tuple
 
+from validator import userfile
+from validator.atomic import OutputError, make_dirs
 from validator.checks.nvlink import COMMANDS as NVLINK_COMMANDS
-from validator.errors import CommandError, ToolMissing, UserError
+from validator.errors import CommandError, ConfigError, ToolMissing, UserError
 from validator.node import Node
 from validator import subp
 
@@ -53,9 +55,9 @@ TOOLS = ["dcgmi", "nv-hostengine", "nvbandwidth", "all_reduce_perf", "gpu_burn",
 
 def _copy_file(src: Path, dst: Path) -> None:
     try:
-        data = src.read_bytes()
-    except OSError:
-        return  # unreadable (permissions, write-only sysfs attribute): not captured
+        data = userfile.read_bytes(src, "node file")
+    except ConfigError:
+        return  # unreadable (permissions, write-only sysfs attribute, a FIFO, gigabytes): not captured
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_bytes(data)
 
@@ -69,10 +71,17 @@ def _pci_functions(root: Path) -> Iterable[Tuple[str, Path]]:
 def capture(dest, root: Path = Path("/"), run_commands: bool = True) -> Path:
     """Snapshot the node at root into dest (a new folder, created atomically). Returns dest."""
     dest = Path(dest)
-    if dest.exists():
+    if os.path.lexists(dest):
         raise UserError(f"{dest}: already exists", hint="capture into a new folder")
     root = Path(root)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=str(dest.parent.resolve() if dest.parent.exists() else ".")))
+    try:
+        make_dirs(dest.parent)
+    except OutputError as e:
+        raise OutputError(dest, e.reason) from None
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=str(dest.parent.resolve())))
+    except OSError as e:
+        raise OutputError(dest, e.strerror or str(e)) from None
     try:
         for pattern in FILES:
             for src in root.glob(pattern):
@@ -120,7 +129,9 @@ def capture(dest, root: Path = Path("/"), run_commands: bool = True) -> Path:
             if p.is_file() and not p.is_symlink():
                 p.chmod(stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
         os.rename(tmp, dest)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):  # disk full, a folder that became read-only: nothing half-written is left
+            raise OutputError(dest, f"{e.strerror or e}" + (f" ({e.filename})" if e.filename else "")) from None
         raise
     return dest

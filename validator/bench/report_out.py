@@ -10,7 +10,7 @@ import time
 from typing import Sequence
 
 from validator import __version__
-from validator.atomic import write_text
+from validator.atomic import make_dirs, write_text
 
 FILES = {"report.json": "json", "report.html": "html", "report.xml": "junit", "report.prom": "prom",
          "report.txt": "text"}
@@ -38,7 +38,7 @@ def save(path: str, report, fmt: str) -> None:
 
 def write(out_dir: str, report, doc: dict) -> list:
     """Every report format plus bench.json into out_dir; returns the paths written."""
-    os.makedirs(out_dir, exist_ok=True)
+    make_dirs(out_dir)
     paths = [os.path.join(out_dir, "bench.json")]
     write_text(paths[0], json.dumps(doc, indent=2, sort_keys=True))
     for name, fmt in FILES.items():

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
 import click
 
-from validator.atomic import write_text
+from validator.atomic import check_writable, write_text
 from validator.bench import evaluate, suite
 from validator.bench.formulas import COLLECTIVES, parse_size
 from validator.bench.gpt import CONFIGS
@@ -79,6 +80,8 @@ def _finish(names, o: suite.Options, json_path, out_dir, save=()) -> None:
     from validator.commands.run import format_for_path
 
     save_fmts = [(p, format_for_path(p)) for p in save]  # a bad extension is a usage error before any work
+    for p in (*save, *([json_path] if json_path else []), *([os.path.join(out_dir, "bench.json")] if out_dir else [])):
+        check_writable(p)  # an unwritable path is a usage error before minutes of benchmarks
     started, t0 = time.time(), time.perf_counter()
     rep = suite.run_suites(names, o)
     catalog = _catalog()

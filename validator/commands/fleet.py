@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from validator.atomic import write_text
+from validator.atomic import check_writable, write_text
 from validator.report.fleet import load_fleet, render_fleet
 
 
@@ -17,6 +17,9 @@ from validator.report.fleet import load_fleet, render_fleet
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Also write the HTML page here.")
 def command(directory, fmt, output, html_path):
     """Merge the JSON reports under DIR (one a host). Exit 0 all pass, 1 any host failed, 3 warnings only."""
+    for p in (html_path, output):
+        if p:
+            check_writable(p)
     fleet = load_fleet(directory)
     if html_path:
         write_text(html_path, render_fleet(fleet, "html"))

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from validator.atomic import write_text
+from validator.atomic import check_writable, write_text
 from validator.report.model import load_report
 from validator.report.render import FORMATS, render, want_colour
 
@@ -18,6 +18,8 @@ from validator.report.render import FORMATS, render, want_colour
 @click.option("--exit-status", is_flag=True, help="Exit with the report's status (0 pass, 1 fail, 3 warn).")
 def command(report_file, fmt, output, exit_status):
     """Re-render a saved JSON report (term, text, json, html, junit, prom)."""
+    if output:
+        check_writable(output)
     report = load_report(report_file)
     if output:
         write_text(output, render(report, fmt))

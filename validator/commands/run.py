@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from validator.atomic import write_text
+from validator.atomic import check_writable, write_text
 from validator.checks.base import GROUPS, LEVELS
 from validator.errors import UserError
 from validator.report.render import FORMATS, render, summary_line, want_colour
@@ -60,6 +60,8 @@ def command(level, root, profile, expect, fmt, output, save, groups, ids, no_nvm
         return
 
     save_fmts = [(p, format_for_path(p)) for p in save]  # bad extension: usage error before any work
+    for p in (*save, *([output] if output else [])):  # an unwritable path too, not after minutes of checks
+        check_writable(p)
     report = validate(root=root, level=level, profile=profile, expect=expect, groups=groups or None,
                       ids=ids or None, use_nvml=False if no_nvml else None, cuda_timeout=cuda_timeout,
                       docker_image=docker_image)

@@ -1,0 +1,101 @@
+"""Hostile invocations of both CLIs, in-process (click's CliRunner): exit 2 (or the documented status), a message
+that names the file or field, no traceback, and nothing half-written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from builder.cli import main as gpuforge
+from validator.cli import main as gpu_validate
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+H100 = FIXTURES / "nodes" / "h100-sxm5-80gb-kvm-guest"
+
+
+def invoke(cli, args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def assert_clean(res, code: int = 2, names=()):
+    """Exit code as documented, the message names what is wrong, no traceback escaped the CLI."""
+    out = res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), (
+        f"uncaught {type(res.exception).__name__}: {res.exception}\n{out}")
+    assert res.exit_code == code, f"exit {res.exit_code}, wanted {code}:\n{out}"
+    assert "Traceback" not in out
+    for n in names:
+        assert str(n) in out, f"{n!r} not named in:\n{out}"
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """One saved JSON report of the H100 capture (for report/fleet cases)."""
+    d = tmp_path_factory.mktemp("saved")
+    res = invoke(gpu_validate, ["run", "--root", H100, "--format", "json", "-o", d / "r.json"])
+    assert res.exit_code in (0, 1, 3)
+    return d / "r.json"
+
+
+@pytest.fixture
+def afile(tmp_path):
+    f = tmp_path / "plain-file"
+    f.write_text("x")
+    return f
+
+
+# ---- output paths ------------------------------------------------------------------------------------
+
+OUTPUT_CASES = [
+    # (id, argv builder(tmp, afile, saved), path that must be named)
+    ("run -o /sys", lambda t, f, s: ["run", "--root", H100, "-o", "/sys/x.json"], "/sys/x.json"),
+    ("run -o FILE/x", lambda t, f, s: ["run", "--root", H100, "-o", f / "x.json"], "FILE"),
+    ("run -o FILE/a/b/x", lambda t, f, s: ["run", "--root", H100, "-o", f / "a/b/x.json"], "FILE"),
+    ("run --save /proc", lambda t, f, s: ["run", "--root", H100, "--save", "/proc/x.json"], "/proc/x.json"),
+    ("run -o /dev/full", lambda t, f, s: ["run", "--root", H100, "-o", "/dev/full"], "/dev/full"),
+    ("run -o /dev/null", lambda t, f, s: ["run", "--root", H100, "-o", "/dev/null"], "/dev/null"),
+    ("run -o folder/", lambda t, f, s: ["run", "--root", H100, "-o", "/tmp/"], "/tmp"),
+    ("run --save FILE/x.html", lambda t, f, s: ["run", "--root", H100, "--save", t / "ok.json", "--save", f / "x.html"], "FILE"),
+    ("report -o /sys", lambda t, f, s: ["report", s, "-o", "/sys/r.html"], "/sys/r.html"),
+    ("report -o FILE/x", lambda t, f, s: ["report", s, "--format", "html", "-o", f / "r.html"], "FILE"),
+    ("fleet -o /proc", lambda t, f, s: ["fleet", s.parent, "-o", "/proc/fleet.txt"], "/proc/fleet.txt"),
+    ("fleet --html FILE/x", lambda t, f, s: ["fleet", s.parent, "--html", f / "fleet.html"], "FILE"),
+    ("capture /sys/x", lambda t, f, s: ["capture", "--no-commands", "/sys/snap"], "/sys/snap"),
+    ("capture /proc/x", lambda t, f, s: ["capture", "--no-commands", "/proc/snap"], "/proc/snap"),
+    ("capture FILE/x", lambda t, f, s: ["capture", "--no-commands", f / "snap"], "FILE"),
+    ("capture existing", lambda t, f, s: ["capture", "--no-commands", f], "FILE"),
+    ("bench --json /sys", lambda t, f, s: ["bench", "bandwidth", "--json", "/sys/b.json"], "/sys/b.json"),
+    ("bench --out-dir FILE", lambda t, f, s: ["bench", "bandwidth", "--out-dir", f / "d"], "FILE"),
+    ("bench --save /proc", lambda t, f, s: ["bench", "gemm", "--save", "/proc/b.html"], "/proc/b.html"),
+]
+
+
+@pytest.mark.parametrize("case,argv,named", OUTPUT_CASES, ids=[c[0] for c in OUTPUT_CASES])
+def test_unwritable_output_is_exit_2_before_any_work(tmp_path, afile, saved, case, argv, named):
+    before = sorted(p.name for p in tmp_path.iterdir())
+    res = invoke(gpu_validate, argv(tmp_path, afile, saved))
+    assert_clean(res, 2, [afile if named == "FILE" else named])
+    assert any(w in res.output for w in ("cannot write", "already exists", "is a directory"))
+    # nothing written next to it: not the good --save either (the paths are checked before the run)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert afile.read_text() == "x"
+
+
+def test_output_through_a_symlink_writes_the_target(tmp_path, saved):
+    real = tmp_path / "real.txt"
+    real.write_text("old")
+    link = tmp_path / "link.txt"
+    link.symlink_to(real)
+    res = invoke(gpu_validate, ["report", saved, "--format", "text", "-o", link])
+    assert_clean(res, 0)
+    assert link.is_symlink() and "gpu." in real.read_text()
+
+
+def test_missing_parent_folders_are_created(tmp_path, saved):
+    out = tmp_path / "a" / "b" / "r.json"
+    res = invoke(gpu_validate, ["report", saved, "--format", "json", "-o", out])
+    assert_clean(res, 0)
+    assert json.loads(out.read_text())["schema_version"] == 1
