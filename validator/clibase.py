@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from validator import textsafe
 from validator.errors import GpuforgeError
 
 
@@ -19,7 +20,7 @@ class ErrorHandlingGroup(click.Group):
         except GpuforgeError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {textsafe.lines(e)}", err=True)  # names and values from files reach a terminal
             sys.exit(e.exit_code)
 
 

@@ -29,11 +29,21 @@ class ConfigError(UserError):
     """A config/catalog file with a wrong field: names the file, the key path and what was expected."""
 
     def __init__(self, path: str, key: str, expected: str, got: object = None, hint: Optional[str] = None):
-        got_s = "" if got is None else f", got {got!r}"
+        got_s = "" if got is None else f", got {_short_repr(got)}"
         super().__init__(f"{path}: {key}: expected {expected}{got_s}", hint)
         self.path = path
         self.key = key
         self.expected = expected
+
+
+def _short_repr(value: object, limit: int = 200) -> str:
+    """repr() cut to a line's worth: a bad value may be a megabyte string or a list of a million items."""
+    try:
+        text = repr(value) if not isinstance(value, (list, dict, tuple, set)) or len(value) <= 50 else \
+            f"{type(value).__name__} of {len(value)} items"
+    except RecursionError:  # a self-referencing structure
+        text = f"a self-referencing {type(value).__name__}"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class CommandError(GpuforgeError):

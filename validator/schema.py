@@ -114,7 +114,10 @@ class Reader:
             hi is not None and v > hi
         ):
             raise self.fail(_range_text("a number", lo, hi), v)
-        return float(v)
+        try:
+            return float(v)
+        except OverflowError:  # an integer of 400 digits
+            raise self.fail(_range_text("a number", lo, hi), f"an integer of {len(str(v))} digits") from None
 
     def optional(self) -> Optional["Reader"]:
         return None if self.value is None else self

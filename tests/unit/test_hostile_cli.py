@@ -99,3 +99,39 @@ def test_missing_parent_folders_are_created(tmp_path, saved):
     res = invoke(gpu_validate, ["report", saved, "--format", "json", "-o", out])
     assert_clean(res, 0)
     assert json.loads(out.read_text())["schema_version"] == 1
+
+
+# ---- files given to either CLI: every hostile content, every reader ------------------------------------------
+
+from test_hostile_files import HOSTILE_CONTENT  # noqa: E402  (one corpus of contents for loaders and CLIs)
+
+FILE_COMMANDS = [
+    # (id, cli, argv with {f} for the hostile file, documented exit status when the file is bad)
+    ("gpuforge matrix --config", gpuforge, ["matrix", "--config", "{f}"]),
+    ("gpuforge build drivers --config", gpuforge, ["build", "drivers", "--config", "{f}", "--only", "no-such-cell"]),
+    ("gpuforge build images DEF", gpuforge, ["build", "images", "{f}"]),
+    ("gpuforge compat --catalog", gpuforge, ["compat", "--gpu", "H100", "--catalog", "{f}"]),
+    ("gpu-validate run --profile", gpu_validate, ["run", "--root", H100, "--profile", "{f}"]),
+    ("gpu-validate report", gpu_validate, ["report", "{f}"]),
+    ("gpu-validate detect --catalog", gpu_validate, ["detect", "--root", H100, "--catalog", "{f}"]),
+    ("gpu-validate baselines --catalog", gpu_validate, ["baselines", "list", "--catalog", "{f}"]),
+]
+
+
+MAY_LOAD = {"crlf-cr-only"}
+
+
+def _argv(argv, f):
+    return [str(a).replace("{f}", str(f)) for a in argv]
+
+
+@pytest.mark.parametrize("cmd,cli,argv", FILE_COMMANDS, ids=[c[0] for c in FILE_COMMANDS])
+@pytest.mark.parametrize("case,content", HOSTILE_CONTENT, ids=[c for c, _ in HOSTILE_CONTENT])
+def test_hostile_file_to_cli_is_exit_2(tmp_path, cmd, cli, argv, case, content):
+    f = tmp_path / f"{case}.yaml"
+    f.write_bytes(content)
+    res = invoke(cli, _argv(argv, f))
+    if case in MAY_LOAD and res.exit_code != 2:  # a well-formed file after all (old Mac line ends are YAML)
+        assert_clean(res, res.exit_code)
+        return
+    assert_clean(res, 2, [f.name])

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from validator import textsafe
 from validator.checks.base import worst
 from validator.errors import UserError
 from validator.report.model import EXIT_FAIL, EXIT_PASS, EXIT_WARN, Report, load_report
@@ -37,6 +38,23 @@ class Fleet:
         return st, obs[:400]
 
     @property
+    def duplicate_hosts(self) -> Dict[str, List[str]]:
+        """host -> its report files, for every host name that more than one report claims."""
+        files: Dict[str, List[str]] = {}
+        for f, r in self.reports:
+            files.setdefault(r.host, []).append(f)
+        return {h: fs for h, fs in files.items() if len(fs) > 1}
+
+    def labels(self) -> List[str]:
+        """One column name a report: the host, with its file where two reports claim the same host."""
+        dup = self.duplicate_hosts
+        return [f"{r.host} ({f})" if r.host in dup else r.host for f, r in self.reports]
+
+    def map_text(self, fn) -> "Fleet":
+        """A copy with fn applied to every string (for a terminal)."""
+        return Fleet(tuple((fn(f), r.map_text(fn)) for f, r in self.reports), tuple(fn(e) for e in self.errors))
+
+    @property
     def exit_code(self) -> int:
         st = {r.status for _, r in self.reports}
         if "fail" in st or self.errors:
@@ -48,8 +66,10 @@ class Fleet:
             "schema_version": 1,
             "hosts": [{"host": r.host, "file": f, "status": r.status, "summary": r.summary, "level": r.level}
                       for f, r in self.reports],
-            "checks": {cid: {r.host: self.cell(r, cid)[0] or None for _, r in self.reports} for cid in self.check_ids},
+            "checks": {cid: {label: self.cell(r, cid)[0] or None for label, (_, r) in zip(self.labels(), self.reports)}
+                       for cid in self.check_ids},
             "errors": list(self.errors),
+            "duplicate_hosts": self.duplicate_hosts,
         }
 
 
@@ -60,10 +80,13 @@ def load_fleet(directory) -> Fleet:
         raise UserError(f"{d}: not a directory of JSON reports")
     reports, errors = [], []
     for p in sorted(d.rglob("*.json")):
+        if p.is_dir():  # a folder named x.json holds reports, it is none itself (rglob walks into it)
+            continue
         try:
             reports.append((str(p.relative_to(d)), load_report(p)))
-        except UserError as e:
-            errors.append(str(e).splitlines()[0])
+        except UserError as e:  # corrupt, another tool's JSON, a FIFO, ...: listed with why, the rest still shown
+            msg = str(e).splitlines()[0]
+            errors.append(msg if msg.startswith(str(p)) else f"{p}: {msg}")
     if not reports and not errors:
         raise UserError(f"{d}: no *.json reports found", hint="collect `gpu-validate run --format json -o HOST.json` files")
     reports.sort(key=lambda fr: (fr[1].host, fr[0]))
@@ -71,13 +94,14 @@ def load_fleet(directory) -> Fleet:
 
 
 def render_fleet_text(fleet: Fleet, symbols=SYMBOL) -> str:
-    hosts = [r.host for _, r in fleet.reports]
+    fleet = fleet.map_text(textsafe.term)  # host names and file names from the reports reach a terminal
+    hosts = fleet.labels()
     width = max([len(c) for c in fleet.check_ids] + [7])
     hw = max([len(h) for h in hosts] + [4])
     lines = [f"{'host':<{hw}}  status  pass warn fail skip"]
-    for _f, r in fleet.reports:
+    for label, (_f, r) in zip(hosts, fleet.reports):
         s = r.summary
-        lines.append(f"{r.host:<{hw}}  {symbols[r.status]} {r.status:<4}  {s['pass']:>4} {s['warn']:>4} {s['fail']:>4} {s['skip']:>4}")
+        lines.append(f"{label:<{hw}}  {symbols[r.status]} {r.status:<4}  {s['pass']:>4} {s['warn']:>4} {s['fail']:>4} {s['skip']:>4}")
     lines.append("")
     lines.append(f"{'check':<{width}}  " + " ".join(f"{i:>2}" for i in range(len(hosts))) + "   (columns: host # above)")
     for cid in fleet.check_ids:
@@ -89,6 +113,8 @@ def render_fleet_text(fleet: Fleet, symbols=SYMBOL) -> str:
     lines.append(f"({ok_rows} checks pass or skip on every host)" if len(hosts) > 1 else "")
     for e in fleet.errors:
         lines.append(f"unreadable: {e}")
+    for h, files in fleet.duplicate_hosts.items():
+        lines.append(f"duplicate host: {h} has {len(files)} reports ({', '.join(files)}); each is shown as its own column")
     c = Counter(r.status for _, r in fleet.reports)
     lines.append(f"{len(hosts)} hosts: {c.get('pass', 0)} pass, {c.get('warn', 0)} warn, {c.get('fail', 0)} fail"
                  + (f", {len(fleet.errors)} unreadable reports" if fleet.errors else ""))
@@ -96,8 +122,9 @@ def render_fleet_text(fleet: Fleet, symbols=SYMBOL) -> str:
 
 
 def render_fleet_html(fleet: Fleet) -> str:
-    hosts = [{"host": r.host, "file": f, "status": r.status,
-              "summary": ", ".join(f"{v} {k}" for k, v in r.summary.items())} for f, r in fleet.reports]
+    hosts = [{"host": label, "file": f, "status": r.status,
+              "summary": ", ".join(f"{v} {k}" for k, v in r.summary.items())}
+             for label, (f, r) in zip(fleet.labels(), fleet.reports)]
     rows = []
     for cid in fleet.check_ids:
         cells = [dict(zip(("status", "observed"), fleet.cell(r, cid))) for _, r in fleet.reports]
@@ -111,7 +138,8 @@ def render_fleet_html(fleet: Fleet) -> str:
             bar.append({"x": x, "w": w, "n": totals[st], "status": st, "colour": COLOUR[st]})
             x += w
     return _env().get_template("fleet.html.j2").render(hosts=hosts, rows=rows, totals=dict(totals), host_bar=bar,
-                                                       errors=fleet.errors, colour=COLOUR, symbol=SYMBOL)
+                                                       errors=fleet.errors, duplicates=fleet.duplicate_hosts,
+                                                       colour=COLOUR, symbol=SYMBOL)
 
 
 def render_fleet(fleet: Fleet, fmt: str) -> str:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from validator import userfile
-from validator.checks.base import GROUPS, STATUSES, CheckResult, worst
+from validator.checks.base import GROUPS, LEVELS, STATUSES, CheckResult, Metric, worst
 from validator.errors import UserError
+from validator.schema import Reader
 
 SCHEMA_VERSION = 1
+_REPORT_TEXT = ("host", "level", "started", "root", "profile", "profile_sha256", "expect", "driver_version",
+                "cuda_version", "tool_version")
+_RESULT_TEXT = ("id", "group", "level", "status", "title", "observed", "expected", "remedy", "subject")
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_WARN = 0, 1, 2, 3
 
 
@@ -90,30 +95,115 @@ class Report:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2) + "\n"
 
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "<report>") -> "Report":
-        if not isinstance(d, dict):
-            raise UserError(f"{source}: not a gpu-validate JSON report (top level is {type(d).__name__})")
-        sv = d.get("schema_version")
-        if sv != SCHEMA_VERSION:
-            raise UserError(f"{source}: schema_version {sv!r}, expected {SCHEMA_VERSION}",
-                            hint="re-run `gpu-validate run --format json` with this version")
-        try:
-            results = tuple(CheckResult.from_dict(r) for r in d.get("results") or [])
-        except (KeyError, TypeError, ValueError) as e:
-            raise UserError(f"{source}: results: malformed entry ({type(e).__name__}: {e})") from None
-        for r in results:
-            if r.status not in STATUSES:
-                raise UserError(f"{source}: results[{r.id}].status: expected one of {', '.join(STATUSES)}, got {r.status!r}")
-        return cls(
-            host=str(d.get("host", "?")), level=str(d.get("level", "quick")), results=results,
-            started=str(d.get("started", "")), duration_s=float(d.get("duration_s") or 0.0), root=str(d.get("root", "/")),
-            live=bool(d.get("live", True)), profile=str(d.get("profile", "")),
-            profile_sha256=str(d.get("profile_sha256", "") or ""), expect=str(d.get("expect", "") or ""),
-            driver_version=str(d.get("driver_version", "") or ""), cuda_version=str(d.get("cuda_version", "") or ""),
-            gpus=tuple(g for g in d.get("gpus") or [] if isinstance(g, dict)), tool_version=str(d.get("tool_version", "")),
-            bios_checklist=tuple(str(x) for x in d.get("bios_checklist") or []),
+    def map_text(self, fn: Callable[[str], str]) -> "Report":
+        """A copy with fn applied to every string (node-given text made safe for a terminal or for XML)."""
+        def res(c: CheckResult) -> CheckResult:
+            m = c.metric and replace(c.metric, name=fn(c.metric.name), unit=fn(c.metric.unit))
+            return replace(c, **{k: fn(getattr(c, k)) for k in _RESULT_TEXT}, metric=m)
+
+        return replace(
+            self, results=tuple(res(c) for c in self.results), bios_checklist=tuple(fn(b) for b in self.bios_checklist),
+            gpus=tuple({fn(str(k)): fn(v) if isinstance(v, str) else v for k, v in g.items()} for g in self.gpus),
+            **{k: fn(getattr(self, k)) for k in _REPORT_TEXT},
         )
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "<report>") -> "Report":
+        """Schema-check a report's JSON form: wrong types, another tool's JSON, a list: ConfigError naming the field."""
+        r = Reader(source, d)
+        if not isinstance(d, Mapping):
+            raise r.fail("a gpu-validate JSON report (a JSON object)", type(d).__name__)
+        tool = d.get("tool", "gpu-validate")
+        if tool != "gpu-validate":
+            raise r.fail("a gpu-validate JSON report", f"tool {tool!r}", key="tool")
+        sv = d.get("schema_version")
+        if sv != SCHEMA_VERSION or isinstance(sv, bool):
+            raise UserError(f"{source}: schema_version {sv!r}, expected {SCHEMA_VERSION}",
+                            hint="a report written by `gpu-validate run --format json` of this version")
+        level = _opt_str(r, "level", "quick")
+        if level not in LEVELS:
+            raise r.key("level").fail(f"one of {', '.join(LEVELS)}", level)
+        return cls(
+            host=_text(r.key("host")), level=level,
+            results=tuple(_result(x) for x in r.key("results").list()),
+            started=_opt_str(r, "started"), duration_s=_finite(r.key("duration_s", 0.0), lo=0.0),
+            root=_opt_str(r, "root", "/"), live=_bool(r.key("live", True)), profile=_opt_str(r, "profile"),
+            profile_sha256=_opt_str(r, "profile_sha256"), expect=_opt_str(r, "expect"),
+            driver_version=_opt_str(r, "driver_version"), cuda_version=_opt_str(r, "cuda_version"),
+            gpus=tuple(_gpu(g) for g in _opt_list(r, "gpus")), tool_version=_opt_str(r, "tool_version"),
+            bios_checklist=tuple(_text(x, nonempty=False) for x in _opt_list(r, "bios_checklist")),
+        )
+
+
+# ---- the report's JSON schema (each reader names the field and what it expected) ----------------------------
+
+_MAX_TEXT = 100_000  # a check's observed text is a line or a few; a megabyte of it is not a report
+
+
+def _text(r: Reader, nonempty: bool = True) -> str:
+    v = r.str(nonempty=nonempty)
+    if len(v) > _MAX_TEXT:
+        raise r.fail(f"a string of at most {_MAX_TEXT} characters", f"{len(v)} characters")
+    return v
+
+
+def _opt_str(r: Reader, key: str, default: str = "") -> str:
+    v = r.key(key, None)
+    return default if v.value is None else _text(v, nonempty=False)
+
+
+def _opt_list(r: Reader, key: str) -> Iterator[Reader]:
+    v = r.key(key, None)
+    return iter(()) if v.value is None else v.list()
+
+
+def _bool(r: Reader) -> bool:
+    if not isinstance(r.value, bool):
+        raise r.fail("true or false", r.value)
+    return r.value
+
+
+def _finite(r: Reader, lo: Optional[float] = None) -> float:
+    v = r.number(lo=lo)
+    if not math.isfinite(v):
+        raise r.fail("a finite number", r.value)
+    return v
+
+
+_RESULT_KEYS = {"id", "group", "level", "status", "title", "observed", "expected", "remedy", "subject", "metric",
+                "duration_ms"}
+_METRIC_KEYS = {"name", "value", "expected", "unit", "higher_is_better"}
+_GPU_SCALARS = (str, int, float, bool, type(None))
+
+
+def _result(r: Reader) -> CheckResult:
+    r.mapping(allowed=_RESULT_KEYS)
+    cid = _text(r.key("id"))
+    m = r.key("metric", None)
+    metric = None
+    if m.value is not None:
+        m.mapping(allowed=_METRIC_KEYS)
+        metric = Metric(name=_text(m.key("name")), value=_finite(m.key("value")), expected=_finite(m.key("expected")),
+                        unit=_opt_str(m, "unit"), higher_is_better=_bool(m.key("higher_is_better", True)))
+    return CheckResult(
+        id=cid, group=_opt_str(r, "group", cid.split(".")[0]), level=_opt_str(r, "level", "quick"),
+        status=r.key("status").str(choices=STATUSES), title=_opt_str(r, "title", cid),
+        observed=_opt_str(r, "observed"), expected=_opt_str(r, "expected"), remedy=_opt_str(r, "remedy"),
+        subject=_opt_str(r, "subject"), metric=metric, duration_ms=_finite(r.key("duration_ms", 0.0), lo=0.0),
+    )
+
+
+def _gpu(r: Reader) -> dict:
+    r.mapping()
+    out = {}
+    for k, v in r.items():
+        if not isinstance(v.value, _GPU_SCALARS) or (isinstance(v.value, str) and len(v.value) > 1000):
+            raise v.fail("a number, a short string or null", type(v.value).__name__)
+        out[k] = v.value
+    for k, kind in (("index", int), ("memory_total_mib", (int, float))):
+        if out.get(k) is not None and (isinstance(out[k], bool) or not isinstance(out[k], kind)):
+            raise r.key(k).fail("a number or null", out[k])
+    return out
 
 
 def load_report(path: Union[str, Path]) -> Report:

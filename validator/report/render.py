@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 from xml.sax.saxutils import escape as xml_escape, quoteattr
 
+from validator import textsafe
 from validator.checks.base import CheckResult, worst
 from validator.report.model import Report
 
@@ -18,6 +19,7 @@ ASCII_SYMBOL = {"pass": "+", "warn": "!", "fail": "x", "skip": "-"}
 ANSI = {"pass": "\033[32m", "warn": "\033[33m", "fail": "\033[31m", "skip": "\033[2m", "bold": "\033[1m", "end": "\033[0m"}
 COLOUR = {"pass": "#2e9d4a", "warn": "#e0a400", "fail": "#d33a2c", "skip": "#a0a4a8"}
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+_SAFE_TEXT = {"term": textsafe.term, "text": textsafe.term, "junit": textsafe.xml, "prom": textsafe.term}
 
 
 def want_colour(stream=None) -> bool:
@@ -212,6 +214,8 @@ def render_html(report: Report) -> str:
 
 
 def render(report: Report, fmt: str, colour: bool = False) -> str:
+    if fmt in _SAFE_TEXT:  # node-given text (hostname, GPU names, log lines) never reaches a terminal or XML raw
+        report = report.map_text(_SAFE_TEXT[fmt])
     if fmt == "term":
         return render_term(report, colour=colour, symbols=SYMBOL if colour else _symbols())
     return {"text": render_text, "json": render_json, "html": render_html, "junit": render_junit,
