@@ -10,7 +10,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Iterable, Union
 
 from validator.errors import UserError
 
@@ -97,6 +97,11 @@ def check_writable(path: Union[str, Path]) -> None:
 
 
 def write_bytes(path: Union[str, Path], data: bytes, mode: int = 0o644) -> Path:
+    return write_chunks(path, (data,), mode)
+
+
+def write_chunks(path: Union[str, Path], chunks: Iterable[bytes], mode: int = 0o644) -> Path:
+    """Stream chunks (a docker save, a download) into path; an error midway leaves no file behind."""
     path = _target(Path(path))
     make_dirs(path.parent)
     try:
@@ -105,7 +110,8 @@ def write_bytes(path: Union[str, Path], data: bytes, mode: int = 0o644) -> Path:
         raise OutputError(path, _why(e, path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)

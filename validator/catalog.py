@@ -75,6 +75,7 @@ class GpuModel:
     source: str = ""
     nvlink_links: Optional[int] = None  # NVLink links of one GPU (None: not known); 0 = no NVLink
     nvlink_bridge: bool = False  # the links exist only with an NVLink bridge fitted (PCIe cards)
+    datacenter: bool = True  # False for GeForce: CUDA forward compatibility is for data-center GPUs only
 
     @property
     def nvlink_link_gbs(self) -> Optional[float]:
@@ -111,6 +112,7 @@ class GpuModel:
             "source": self.source,
             "nvlink_links": self.nvlink_links,
             "nvlink_bridge": self.nvlink_bridge,
+            "datacenter": self.datacenter,
         }
 
 
@@ -257,9 +259,6 @@ def _read_model(r: Reader) -> GpuModel:
         raise cc.fail('a quoted "major.minor" string such as "9.0"', cc.value)
     max_r = r.key("max_branch", default=None).optional()
     links_r = r.key("nvlink_links", default=None).optional()
-    bridge_r = r.key("nvlink_bridge", default=False)
-    if not isinstance(bridge_r.value, bool):
-        raise bridge_r.fail("true or false", bridge_r.value)
     model = GpuModel(
         name=r.key("name").str(),
         family=r.key("family").str(),
@@ -278,7 +277,8 @@ def _read_model(r: Reader) -> GpuModel:
         max_branch=None if max_r is None else max_r.int(lo=100, hi=9999),
         source=r.key("source").str(),
         nvlink_links=None if links_r is None else links_r.int(lo=0, hi=36),
-        nvlink_bridge=bridge_r.value,
+        nvlink_bridge=r.key("nvlink_bridge", default=False).bool(),
+        datacenter=r.key("datacenter", default=True).bool(),
     )
     # Cross-field rules: the facts an entry must not contradict.
     if (model.nvlink_gen == 0) != (model.nvlink_bw_gbs == 0):

@@ -17,6 +17,7 @@ SUBCOMMANDS: list = [
     "fleet",
     "capture",
     "drivers",
+    "ngc",
 ]
 
 

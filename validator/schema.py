@@ -119,6 +119,11 @@ class Reader:
         except OverflowError:  # an integer of 400 digits
             raise self.fail(_range_text("a number", lo, hi), f"an integer of {len(str(v))} digits") from None
 
+    def bool(self) -> bool:
+        if not isinstance(self.value, bool):
+            raise self.fail("true or false", self.value)
+        return self.value
+
     def optional(self) -> Optional["Reader"]:
         return None if self.value is None else self
 
