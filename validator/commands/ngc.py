@@ -218,6 +218,8 @@ def _ensure_local(engine, ngc, v, registry, mirror, no_pull: bool) -> str:
 
 _gpus = click.option("--gpus", default="all", show_default=True, help="GPUs for the container: all, none, N, device=0,1.")
 _no_pull = click.option("--no-pull", is_flag=True, help="Use only a local image; never pull.")
+_ulimit = click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]",
+                       help="Container limit (repeatable); default NGC's memlock=-1 and stack=67108864.")
 
 
 @command.command("run", context_settings={"ignore_unknown_options": True})
@@ -227,12 +229,16 @@ _no_pull = click.option("--no-pull", is_flag=True, help="Use only a local image;
 @click.option("-e", "--env", "envs", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
 @click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DST[:ro]", help="Bind mount (repeatable).")
 @click.option("-w", "--workdir", default=None)
+@_ulimit
 @_release_options
 @_no_pull
-def run_cmd(ref, cmd, gpus, envs, volumes, workdir, mirror, registry, root, driver, models, force, no_pull):
+def run_cmd(ref, cmd, gpus, envs, volumes, workdir, ulimits, mirror, registry, root, driver, models, force, no_pull):
     """Run CMD in an NGC image with GPUs and NGC's recommended flags (--ipc=host, memlock, stack):
     gpu-validate ngc run pytorch:24.01-py3 -- python -c 'import torch; print(torch.cuda.device_count())'.
     Exit status: the command's."""
+    from validator.ngc.engine import parse_ulimits
+
+    limits = parse_ulimits(ulimits)
     env = {}
     for e in envs:
         k, sep, val = e.partition("=")
@@ -242,7 +248,7 @@ def run_cmd(ref, cmd, gpus, envs, volumes, workdir, mirror, registry, root, driv
     _, ngc, _, v = _prepare(ref, root, driver, models, force)
     engine = _engine()
     image = _ensure_local(engine, ngc, v, registry, mirror, no_pull)
-    rc, _ = engine.run(image, cmd, gpus=gpus, env=env, volumes=volumes, workdir=workdir)
+    rc, _ = engine.run(image, cmd, gpus=gpus, env=env, volumes=volumes, workdir=workdir, ulimits=limits)
     sys.exit(rc)
 
 
@@ -254,18 +260,20 @@ def run_cmd(ref, cmd, gpus, envs, volumes, workdir, mirror, registry, root, driv
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the report here (atomically).")
 @click.option("--save", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="Also write the report here, format from the extension (.json .html .xml .prom .txt).")
+@_ulimit
 @_release_options
 @_no_pull
-def test_cmd(ref, gpus, fmt, output, save, mirror, registry, root, driver, models, force, no_pull):
+def test_cmd(ref, gpus, fmt, output, save, ulimits, mirror, registry, root, driver, models, force, no_pull):
     """GPU smoke test inside an NGC image: nvidia-smi sees the node's GPUs, the framework computes on one.
     Report as `gpu-validate run` (exit 0 pass, 1 fail, 3 warnings only, 2 usage)."""
     from validator.commands.run import format_for_path
     from validator.ngc import smoke
-    from validator.ngc.engine import NoGpuRuntime
+    from validator.ngc.engine import NoGpuRuntime, parse_ulimits
     from validator.report.model import Report
     from validator.report.render import render, summary_line, want_colour
 
     save_fmts = [(p, format_for_path(p)) for p in save]
+    limits = parse_ulimits(ulimits)
     started, t0 = time.time(), time.perf_counter()
     _, ngc, facts, v = _prepare(ref, root, driver, models, force)
     engine = _engine()
@@ -274,7 +282,7 @@ def test_cmd(ref, gpus, fmt, output, save, mirror, registry, root, driver, model
 
     def step(argv: Sequence[str]) -> smoke.Step:
         try:
-            rc, out = engine.run(image, argv, gpus=gpus, stream=False)
+            rc, out = engine.run(image, argv, gpus=gpus, stream=False, ulimits=limits)
             return smoke.Step(rc, out)
         except NoGpuRuntime as e:
             return smoke.Step(125, e.message)

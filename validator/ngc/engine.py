@@ -42,6 +42,25 @@ class Pulled:
                 "digest": self.digest, "size": self.size}
 
 
+# NGC's recommended `docker run` limits for its framework images (--ulimit memlock=-1 --ulimit stack=67108864).
+NGC_ULIMITS = {"memlock": (-1, -1), "stack": (67108864, 67108864)}
+
+
+def parse_ulimits(specs: Sequence[str]) -> Dict[str, Tuple[int, int]]:
+    """NGC's limits, overridden per name by --ulimit NAME=SOFT[:HARD] (docker run's form; -1 = unlimited)."""
+    out = dict(NGC_ULIMITS)
+    for spec in specs:
+        name, sep, val = spec.partition("=")
+        soft, _, hard = val.partition(":")
+        try:
+            out[name.strip()] = (int(soft), int(hard or soft))
+        except ValueError:
+            raise UserError(f"--ulimit {spec!r}: expected NAME=SOFT[:HARD], e.g. memlock=-1 or nofile=1024:4096") from None
+        if not sep or not name.strip():
+            raise UserError(f"--ulimit {spec!r}: expected NAME=SOFT[:HARD]")
+    return out
+
+
 def gpu_request(gpus: str):
     """--gpus all | none | N | device=0,2 (docker run's vocabulary) -> DeviceRequest list."""
     from docker.types import DeviceRequest
@@ -150,19 +169,22 @@ class Engine:
 
     # ---- containers ---------------------------------------------------------------------------
     def run(self, ref: str, argv: Sequence[str], gpus: str = "all", env: Optional[Dict[str, str]] = None,
-            volumes: Sequence[str] = (), workdir: Optional[str] = None, stream: bool = True) -> Tuple[int, str]:
-        """Run argv in ref with NGC's recommended flags (--ipc=host, unlimited memlock, 64 MiB stack); stream its
-        output; remove the container. Returns (exit status, output)."""
+            volumes: Sequence[str] = (), workdir: Optional[str] = None, stream: bool = True,
+            ulimits: Optional[Dict[str, Tuple[int, int]]] = None) -> Tuple[int, str]:
+        """Run argv in ref with NGC's recommended flags (--ipc=host, unlimited memlock, 64 MiB stack unless
+        `ulimits` says otherwise); stream its output; remove the container. Returns (exit status, output)."""
         import docker
 
+        limits = NGC_ULIMITS if ulimits is None else ulimits
         container = None
         try:
-            container = self.client.containers.run(
-                ref, command=list(argv), detach=True, device_requests=gpu_request(gpus), environment=env or {},
+            # create, then start: a container that fails to start is still ours to remove
+            container = self.client.containers.create(
+                ref, command=list(argv), device_requests=gpu_request(gpus), environment=env or {},
                 volumes=list(volumes), working_dir=workdir, ipc_mode="host",
-                ulimits=[docker.types.Ulimit(name="memlock", soft=-1, hard=-1),
-                         docker.types.Ulimit(name="stack", soft=67108864, hard=67108864)],
+                ulimits=[docker.types.Ulimit(name=n, soft=a, hard=b) for n, (a, b) in limits.items()],
                 labels={"gpuforge.ngc": "1"})
+            container.start()
             chunks: List[str] = []
             for chunk in container.logs(stream=True, follow=True):
                 text = chunk.decode(errors="replace")
@@ -177,6 +199,10 @@ class Engine:
                 raise NoGpuRuntime(f"the Docker engine cannot give GPUs to containers: {msg}",
                                    hint="install the NVIDIA Container Toolkit and run `nvidia-ctk runtime configure "
                                         "--runtime=docker` (or pass --gpus none)") from None
+            if "setting rlimit" in msg:
+                raise GpuforgeError(f"the Docker engine may not set the container's limits {limits}: {msg}",
+                                    hint="raise dockerd's LimitMEMLOCK/LimitSTACK (NGC wants memlock unlimited) or pass "
+                                         "--ulimit memlock=<bytes> within the engine's limit") from None
             raise GpuforgeError(f"running {ref} failed: {msg}") from None
         finally:
             if container is not None:

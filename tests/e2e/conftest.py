@@ -1,0 +1,69 @@
+"""E2E fixtures: NGC stand-in images in the local registry (Debian docker-registry on 127.0.0.1:5000).
+
+The stand-ins are built from our own Debian base (builder.buildenv, no registry pull) and pushed under the exact NGC
+repository names and tags, so 127.0.0.1:5000 serves as the farm's mirror of nvcr.io/nvidia/*.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Dict, List
+
+import pytest
+
+MIRROR = "127.0.0.1:5000"
+# (image, tag, CUDA_VERSION the stand-in carries): what the e2e tests pull, run, test and bake into an image.
+STANDINS = (
+    ("pytorch", "24.01-py3", "12.3.2"),
+    ("pytorch", "25.10-py3", "13.0.2"),  # the newest pytorch a driver-580 node runs (data/ngc.yaml)
+    ("cuda", "12.4.1-base-ubuntu22.04", "12.4.1"),
+)
+
+
+@dataclass
+class Standins:
+    mirror: str
+    digests: Dict[str, str]  # "pytorch:24.01-py3" -> registry manifest digest
+    base: str
+    created: List[str]  # local names the fixture made (removed at the end)
+
+
+def build_standin(client, base: str, repo: str, tag: str, cuda: str, label: str) -> str:
+    """A tiny image FROM our Debian base, distinct per tag (label), carrying CUDA_VERSION like NVIDIA's images."""
+    dockerfile = (f"FROM {base}\nLABEL org.gpuforge.ngc-standin={label!r}\nENV CUDA_VERSION={cuda}\n"
+                  'CMD ["/bin/bash"]\n').encode()
+    ref = f"{repo}:{tag}"
+    client.images.build(fileobj=io.BytesIO(dockerfile), tag=ref, rm=True, pull=False)
+    return ref
+
+
+def push(client, repo: str, tag: str) -> str:
+    for event in client.images.push(repo, tag=tag, stream=True, decode=True):
+        if isinstance(event, dict) and event.get("error"):
+            raise RuntimeError(f"push {repo}:{tag}: {event['error']}")
+    return client.images.get_registry_data(f"{repo}:{tag}").id
+
+
+@pytest.fixture(scope="session")
+def ngc_standins():
+    from builder.buildenv import BaseImageSpec, docker_client, ensure_base_image
+    from validator.ngc.catalog import load_ngc
+
+    client = docker_client()
+    base = ensure_base_image(BaseImageSpec(suite="bookworm"), client).tag
+    ngc = load_ngc()
+    digests, created = {}, []
+    for name, tag, cuda in STANDINS:
+        repo = f"{MIRROR}/{ngc.image(name).repository}"
+        created.append(build_standin(client, base, repo, tag, cuda, f"{name}:{tag}"))
+        digests[f"{name}:{tag}"] = push(client, repo, tag)
+    s = Standins(MIRROR, digests, base, created)
+    yield s
+    for name, tag, _ in STANDINS:
+        s.created.append(f"nvcr.io/{ngc.image(name).repository}:{tag}")
+    for ref in s.created:
+        try:
+            client.images.remove(ref, noprune=False)
+        except Exception:  # already removed by a test
+            pass
