@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Tuple
 import click
 
 from validator import __version__
-from validator.atomic import write_text
+from validator.atomic import check_writable, write_text
 from validator.catalog import load_catalog
 from validator.errors import GpuforgeError, UserError
 from validator.ngc import compat
@@ -273,6 +273,8 @@ def test_cmd(ref, gpus, fmt, output, save, ulimits, mirror, registry, root, driv
     from validator.report.render import render, summary_line, want_colour
 
     save_fmts = [(p, format_for_path(p)) for p in save]
+    for p in (*save, *([output] if output else [])):  # an unwritable path is a usage error before any pull
+        check_writable(p)
     limits = parse_ulimits(ulimits)
     started, t0 = time.time(), time.perf_counter()
     _, ngc, facts, v = _prepare(ref, root, driver, models, force)
