@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import logging
@@ -56,6 +57,18 @@ def specs_for(level: str, groups: Optional[Sequence[str]] = None, ids: Optional[
     return out
 
 
+@contextlib.contextmanager
+def _closing(progress):
+    try:
+        yield
+    finally:
+        progress.close()
+
+
+def _status(o: Outcome) -> str:
+    return o.status if o.status in ("pass", "warn", "fail", "skip") else "fail"
+
+
 def _outcomes(spec: CheckSpec, ctx: Context) -> List[Outcome]:
     try:
         res = spec.func(ctx)
@@ -84,22 +97,36 @@ def _outcomes(spec: CheckSpec, ctx: Context) -> List[Outcome]:
 
 
 def run_checks(ctx: Context, level: str = "quick", groups: Optional[Sequence[str]] = None,
-               ids: Optional[Sequence[str]] = None) -> List[CheckResult]:
-    """Every check for the level, in order; one failing or crashing check never stops the rest."""
+               ids: Optional[Sequence[str]] = None, progress=None) -> List[CheckResult]:
+    """Every check for the level, in order; one failing or crashing check never stops the rest.
+    `progress` (validator.progress.NoProgress-like) hears of each check and of each group once its last check ran."""
     if level not in LEVELS:
         raise ValueError(f"level {level!r} not in {LEVELS}")
+    from validator import events
+    from validator.progress import NoProgress
+    progress = progress or NoProgress()
     problems = load_full_level_modules() if level == "full" else []
     results: List[CheckResult] = []
     specs = specs_for(level, groups, ids)
-    for spec in specs:
-        t0 = time.perf_counter()
-        outs = _outcomes(spec, ctx)
-        ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(outs))
-        for o in outs:
-            status = o.status if o.status in ("pass", "warn", "fail", "skip") else "fail"
-            results.append(CheckResult(spec.id, spec.group, spec.level, status, spec.title, o.observed, o.expected,
-                                       o.remedy or (spec.remedy if status in ("warn", "fail") else ""), o.subject,
-                                       o.metric, round(ms, 3)))
+    last_of = {s.group: i for i, s in enumerate(specs)}
+    group_s: dict = {}
+    progress.start(level, specs)
+    quiet = type(progress) is NoProgress  # nobody shows benchmark events: the children record none
+    with contextlib.nullcontext() if quiet else events.listening(progress.event), _closing(progress):
+        for i, spec in enumerate(specs):
+            progress.check_started(spec)
+            t0 = time.perf_counter()
+            outs = _outcomes(spec, ctx)
+            took = time.perf_counter() - t0
+            group_s[spec.group] = group_s.get(spec.group, 0.0) + took
+            ms = took * 1000.0 / max(1, len(outs))
+            mine = [CheckResult(spec.id, spec.group, spec.level, _status(o), spec.title, o.observed, o.expected,
+                                o.remedy or (spec.remedy if _status(o) in ("warn", "fail") else ""), o.subject,
+                                o.metric, round(ms, 3)) for o in outs]
+            results.extend(mine)
+            progress.check_done(spec, mine)
+            if last_of[spec.group] == i:
+                progress.group_done(spec.group, [r for r in results if r.group == spec.group], group_s[spec.group])
     if level == "full" and not groups and not ids:
         full = [s for s in specs if s.level == "full"]
         for p in problems:
@@ -142,7 +169,7 @@ def _check_expected_models(exp, catalog=None) -> None:
 
 def validate(root="/", level: str = "quick", profile=None, expect: Optional[str] = None, groups=None, ids=None,
              use_nvml: Optional[bool] = None, cuda_timeout: float = 120.0, docker_image: Optional[str] = None,
-             node=None, catalog=None):
+             node=None, catalog=None, progress=None):
     """Read the node at `root` (live when `/`), run the level's checks, return a Report."""
     import datetime
     from validator import __version__
@@ -161,18 +188,43 @@ def validate(root="/", level: str = "quick", profile=None, expect: Optional[str]
         _check_expected_models(exp, catalog)
     ctx = Context(node, prof, exp, level, catalog=catalog, use_nvml=use_nvml, cuda_timeout=cuda_timeout,
                   docker_image=docker_image)
-    results = run_checks(ctx, level, groups, ids)
+    results = run_checks(ctx, level, groups, ids, progress)
     driver = cuda = ""
     gpus = ()
     try:
         data = ctx.gpu_data
         driver, cuda = data.driver_version or "", data.cuda_version or ""
-        gpus = tuple({"index": g.index, "bus_id": g.bus_id, "name": g.name, "uuid": g.uuid,
-                      "memory_total_mib": g.memory_total_mib} for g in data.gpus)
+        gpus = tuple(_gpu_facts(ctx, g) for g in data.gpus)
     except Unavailable:
         pass
     return Report(host=_hostname(node), level=level, results=tuple(results), started=started,
                   duration_s=time.perf_counter() - t0, root=str(node.root), live=node.live, profile=prof.name,
                   profile_sha256=hashlib.sha256(prof.to_json().encode()).hexdigest(),
                   expect=str(exp) if exp else "", driver_version=driver, cuda_version=cuda, gpus=gpus,
-                  tool_version=__version__, bios_checklist=prof.bios_checklist)
+                  tool_version=__version__, bios_checklist=prof.bios_checklist, data=_measurements(ctx))
+
+
+# GpuInfo fields a report keeps per GPU (the per-GPU table of the HTML report).
+_GPU_FIELDS = ("index", "bus_id", "name", "uuid", "memory_total_mib", "temp_c", "temp_headroom_c", "power_draw_w",
+               "power_limit_w", "sm_clock_mhz", "sm_clock_max_mhz", "ecc_enabled", "dbe_volatile", "dbe_aggregate",
+               "sbe_volatile", "remap_pending", "pcie_gen", "pcie_gen_max", "pcie_width", "pcie_width_max",
+               "persistence", "fabric_state")
+
+
+def _gpu_facts(ctx: Context, g) -> dict:
+    d = {k: getattr(g, k) for k in _GPU_FIELDS}
+    model = ctx.model_of(g)
+    d["model"] = model.name if model else None
+    status = ctx.fact("nvlink_status")  # read by gpu.nvlink_links when it ran
+    if status is not None and g.index in status:
+        d["nvlink_active"] = len(status[g.index].active)
+    return d
+
+
+def _measurements(ctx: Context) -> dict:
+    """What the full level measured (benchmark runs, topology) for the report's pictures; {} below full."""
+    runs = [v for k, v in ctx.facts("bench:").items() if k != "bench:topology"]
+    if not runs:
+        return {}
+    from validator.bench.report_out import bench_data
+    return {"bench": bench_data(runs, ctx.fact("bench:topology"))}

@@ -9,6 +9,7 @@ import json
 import os
 import time
 
+from validator import events
 from validator.bench import launch as launchmod
 from validator.bench.formulas import COLLECTIVES, algbw_gbs, bus_factor, human_bytes, size_sweep
 from validator.bench.results import BenchRun, Figure
@@ -125,6 +126,8 @@ def rank_main(rank: int, world: int, local_rank: int, params: dict, init_method:
                                 **kw)
     except TypeError:  # torch < 2.3 has no device_id (eager NCCL init)
         dist.init_process_group("nccl" if cuda else "gloo", init_method=init_method, rank=rank, world_size=world)
+    if rank != 0:
+        events.mute()  # rank 0 reports progress for all
     run = BenchRun("nccl")
     sizes = size_sweep(int(params["min_bytes"]), int(params["max_bytes"]), int(params.get("factor", 4)))
     ops = params.get("ops") or list(COLLECTIVES)
@@ -139,6 +142,9 @@ def rank_main(rank: int, world: int, local_rank: int, params: dict, init_method:
                     t = _time(torch, dist, o, _iters(size), cuda, device)
                     alg = algbw_gbs(o.size, t)
                     sweep.append([o.size, round(t * 1e6, 2), round(alg, 3), round(alg * bus_factor(op, world), 3)])
+                    if rank == 0:
+                        events.emit("nccl_size", op=op, size=o.size, time_us=sweep[-1][1], algbw=sweep[-1][2],
+                                    busbw=sweep[-1][3], ranks=world)
                     del o
                     if cuda:
                         torch.cuda.empty_cache()

@@ -16,7 +16,7 @@ FILES = {"report.json": "json", "report.html": "html", "report.xml": "junit", "r
          "report.txt": "text"}
 
 
-def make_report(results: Sequence, runs: Sequence, started: float, duration_s: float):
+def make_report(results: Sequence, runs: Sequence, started: float, duration_s: float, data=None):
     from validator.report.model import Report
 
     gpus = []
@@ -27,7 +27,15 @@ def make_report(results: Sequence, runs: Sequence, started: float, duration_s: f
                 gpus.append(d)
     return Report(host=socket.gethostname(), level="full", results=tuple(results),
                   started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), duration_s=duration_s,
-                  gpus=tuple(gpus), tool_version=__version__)
+                  gpus=tuple(gpus), tool_version=__version__, data=data or {})
+
+
+def bench_data(runs: Sequence, topology=None, seconds: float = 0.0) -> dict:
+    """The measurements behind the results (every figure with its sweep, telemetry series, the topology) as
+    plain JSON: what `bench.json` holds and what the HTML report draws from (Report.data["bench"])."""
+    topo = None if topology is None else {
+        "gpus": list(topology.gpus), "links": {f"{a}-{b}": v for (a, b), v in topology.links.items()}}
+    return {"benchmarks": [r.to_dict() for r in runs], "topology": topo, "seconds": round(seconds, 1)}
 
 
 def save(path: str, report, fmt: str) -> None:

@@ -51,12 +51,26 @@ class Figure:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+class _Figures(list):
+    """The figures of a run; each one added is also a progress event (validator.events), so a terminal can show
+    per-test lines while a benchmark runs."""
+
+    def append(self, fig) -> None:
+        super().append(fig)
+        from validator import events
+        events.emit("figure", **asdict(fig))
+
+    def extend(self, figs) -> None:
+        for fig in figs:
+            self.append(fig)
+
+
 @dataclass
 class BenchRun:
     """The outcome of one suite: figures, the GPUs, samples, errors (one failing part never hides the rest)."""
 
     suite: str
-    figures: list = field(default_factory=list)
+    figures: list = field(default_factory=_Figures)
     gpus: list = field(default_factory=list)
     telemetry: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)

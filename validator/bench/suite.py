@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from validator import subp
+from validator import events, subp
 from validator.bench import parsers
 from validator.bench.formulas import COLLECTIVES, human_bytes
 from validator.bench.launch import MULTICAST_OFF, detect
@@ -76,11 +76,13 @@ def run_child(suite: str, params: dict, timeout: float, verbose: bool = False, e
         env = dict(env or {}, **{k: os.environ.get(k, v) for k, v in MULTICAST_OFF.items()})
         env["PYTHONPATH"] = os.pathsep.join(p for p in [_package_root(), os.environ.get("PYTHONPATH", "")] if p)
         t0 = time.perf_counter()
-        try:
-            subp.run([sys.executable, "-m", "validator.bench.worker", suite, pfile, ofile], timeout=timeout,
-                     env=env, capture=not verbose)
-        except CommandError as e:
-            return BenchRun(suite, errors=[e.message], seconds=round(time.perf_counter() - t0, 1))
+        events.emit("suite", suite=suite)
+        with events.follow(os.path.join(tmp, "events.jsonl")) as ev_env:  # live progress, when someone listens
+            try:
+                subp.run([sys.executable, "-m", "validator.bench.worker", suite, pfile, ofile], timeout=timeout,
+                         env=dict(env, **(ev_env or {})), capture=not verbose)
+            except CommandError as e:
+                return BenchRun(suite, errors=[e.message], seconds=round(time.perf_counter() - t0, 1))
         try:
             with open(ofile) as f:
                 return BenchRun.from_dict(json.load(f))
@@ -211,6 +213,8 @@ def _add_nccl_tests(run: BenchRun, o: Options) -> None:
             continue
         last = res.rows[-1]
         sweep = [[r.size, r.time_us, r.algbw, r.busbw] for r in res.rows]
+        for size, t_us, alg, bus in sweep:
+            events.emit("nccl_size", op=op, size=size, time_us=t_us, algbw=alg, busbw=bus, ranks=ngpus)
         run.figures.append(Figure("nccl", op if gate else f"{op}_nccl_tests", last.busbw, "GB/s", None, gate=gate,
                                   detail=f"nccl-tests busbw at {human_bytes(last.size)}, {ngpus} GPUs",
                                   meta={"size": last.size, "algbw": last.algbw, "ranks": ngpus, "engine": "nccl-tests",

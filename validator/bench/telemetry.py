@@ -71,8 +71,22 @@ def summarise(samples: List[Sample]) -> Dict[str, dict]:
             "reasons_seen": decode_reasons(seen),
             "throttle_reasons": decode_reasons(seen & THROTTLE_BITS),
             "throttled_fraction": round(throttled / len(ss), 3) if ss else 0.0,
+            "series": series(ss),
         }
     return out
+
+
+def series(samples: List[Sample], max_points: int = 400) -> Dict[str, list]:
+    """One GPU's readings over time for plots: t (s from the first sample), temp_c, power_w, sm_mhz; evenly thinned
+    to at most max_points."""
+    if not samples:
+        return {"t": [], "temp_c": [], "power_w": [], "sm_mhz": []}
+    step = max(1, -(-len(samples) // max_points))
+    kept = samples[::step]
+    t0 = samples[0].t
+    return {"t": [round(s.t - t0, 2) for s in kept], "temp_c": [s.temp_c for s in kept],
+            "power_w": [None if s.power_w is None else round(s.power_w, 1) for s in kept],
+            "sm_mhz": [s.sm_mhz for s in kept]}
 
 
 def nvml_reader() -> Optional[Callable[[], List[Sample]]]:

@@ -9,6 +9,7 @@ import json
 import os
 import time
 
+from validator import events
 from validator.bench import gpt
 from validator.bench import launch as launchmod
 from validator.bench.results import BenchRun, Figure
@@ -75,6 +76,8 @@ def rank_main(rank: int, world: int, local_rank: int, params: dict, init_method:
     gen = torch.Generator(device=device).manual_seed(99 + rank)
     batch = int(params.get("micro_batch", 8))
     warmup, steps = int(params.get("warmup", 5)), int(params.get("steps", 20))
+    if rank != 0:
+        events.mute()  # rank 0 reports progress for all
     run = BenchRun("train")
     tried = []
     try:

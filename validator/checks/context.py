@@ -98,6 +98,15 @@ class Context:
             raise val
         return val
 
+    def fact(self, key: str) -> Any:
+        """A fact a check already read (None when not read or not readable): for reports, never a new read."""
+        kind, val = self._memo.get(key, ("err", None))
+        return val if kind == "ok" else None
+
+    def facts(self, prefix: str) -> Dict[str, Any]:
+        """Every fact already read whose key starts with prefix (the benchmark runs: 'bench:')."""
+        return {k: v for k, (kind, v) in self._memo.items() if k.startswith(prefix) and kind == "ok"}
+
     def memo(self, key: str, fn: Callable[[], Any]) -> Any:
         """Compute a fact once per run (e.g. a benchmark suite shared by several checks); Unavailable is remembered."""
         return self._get(key, fn)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -83,7 +84,10 @@ def _finish(names, o: suite.Options, json_path, out_dir, save=()) -> None:
     for p in (*save, *([json_path] if json_path else []), *([os.path.join(out_dir, "bench.json")] if out_dir else [])):
         check_writable(p)  # an unwritable path is a usage error before minutes of benchmarks
     started, t0 = time.time(), time.perf_counter()
-    rep = suite.run_suites(names, o)
+    from validator import events
+    from validator.progress import BenchProgress, is_tty
+    with events.listening(BenchProgress(sys.stderr)) if is_tty(sys.stderr) else contextlib.nullcontext():
+        rep = suite.run_suites(names, o)
     catalog = _catalog()
     results = []
     for run in rep.runs:

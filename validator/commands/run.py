@@ -62,9 +62,11 @@ def command(level, root, profile, expect, fmt, output, save, groups, ids, no_nvm
     save_fmts = [(p, format_for_path(p)) for p in save]  # bad extension: usage error before any work
     for p in (*save, *([output] if output else [])):  # an unwritable path too, not after minutes of checks
         check_writable(p)
+    from validator.progress import RunProgress, is_tty
+    progress = RunProgress(sys.stderr, colour=not no_color and want_colour(sys.stderr)) if is_tty(sys.stderr) else None
     report = validate(root=root, level=level, profile=profile, expect=expect, groups=groups or None,
                       ids=ids or None, use_nvml=False if no_nvml else None, cuda_timeout=cuda_timeout,
-                      docker_image=docker_image)
+                      docker_image=docker_image, progress=progress)
     for path, f in save_fmts:
         write_text(path, render(report, f))
     if output:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -44,6 +44,9 @@ class Report:
     gpus: Tuple[dict, ...] = ()       # index, bus_id, name, uuid, memory_total_mib
     tool_version: str = ""
     bios_checklist: Tuple[str, ...] = ()
+    # Measurements behind the results, for pictures: "bench" (suite runs with NCCL sweeps, burn telemetry series,
+    # P2P figures; the topology). Free-form JSON, absent from older reports.
+    data: Mapping = field(default_factory=dict)
 
     @property
     def summary(self) -> Dict[str, int]:
@@ -90,6 +93,7 @@ class Report:
             "groups": self.group_status(),
             "bios_checklist": list(self.bios_checklist),
             "results": [r.to_dict() for r in self.results],
+            "data": dict(self.data),
         }
 
     def to_json(self) -> str:
@@ -132,6 +136,7 @@ class Report:
             driver_version=_opt_str(r, "driver_version"), cuda_version=_opt_str(r, "cuda_version"),
             gpus=tuple(_gpu(g) for g in _opt_list(r, "gpus")), tool_version=_opt_str(r, "tool_version"),
             bios_checklist=tuple(_text(x, nonempty=False) for x in _opt_list(r, "bios_checklist")),
+            data=_data(r.key("data", None)),
         )
 
 
@@ -191,6 +196,14 @@ def _result(r: Reader) -> CheckResult:
         observed=_opt_str(r, "observed"), expected=_opt_str(r, "expected"), remedy=_opt_str(r, "remedy"),
         subject=_opt_str(r, "subject"), metric=metric, duration_ms=_finite(r.key("duration_ms", 0.0), lo=0.0),
     )
+
+
+def _data(r: Reader) -> dict:
+    """The measurements section: a JSON object (drawn in HTML, escaped there); absent in older reports."""
+    if r.value is None:
+        return {}
+    r.mapping()
+    return dict(r.value)
 
 
 def _gpu(r: Reader) -> dict:
