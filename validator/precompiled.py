@@ -8,14 +8,17 @@ same selection rules as `gpu-validate detect`, install with apt, and keep a hist
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from validator import atomic, subp
-from validator.errors import GpuforgeError, UserError
+from validator import atomic, subp, userfile
+from validator.errors import ConfigError, GpuforgeError, UserError
+from validator.schema import Reader
 from validator.pkgname import PREFIX
 
 HISTORY = "var/lib/gpuforge/kmod-history.json"
@@ -23,6 +26,9 @@ PIN_FILE = "etc/apt/preferences.d/gpuforge-nvidia.pref"
 PIN_PACKAGES = "*nvidia* libcuda* libnv* xserver-xorg-video-nvidia*"
 APT_LISTS = "var/lib/apt/lists"
 Runner = Callable[..., subp.CmdResult]
+# apt's uncompressed lists of a full Debian suite are ~50 MB; a file past this is not an apt list.
+MAX_LIST_BYTES = 512 << 20
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,12 +93,24 @@ def read_deb(path: str, run: Runner = subp.run) -> KmodPackage:
     return package_from_control(run(["dpkg-deb", "-f", str(path)], timeout=60).stdout)
 
 
+def _node_text(path: Path) -> Optional[str]:
+    """An apt list or dpkg status file, bounded (a FIFO never blocks); None with a warning when unreadable."""
+    try:
+        return userfile.read_bytes(path, "package list", MAX_LIST_BYTES).decode("utf-8", errors="replace")
+    except ConfigError as e:
+        log.warning("skipping %s", e)
+        return None
+
+
 def available(root: Path = Path("/")) -> List[KmodPackage]:
     """kmod packages apt knows about (from the lists `apt-get update` downloaded)."""
     seen = {}
     d = Path(root) / APT_LISTS
     for f in sorted(d.glob("*_Packages")) if d.is_dir() else ():
-        for s in parse_stanzas(f.read_text(errors="replace")):
+        text = _node_text(f)
+        if text is None:
+            continue
+        for s in parse_stanzas(text):
             p = _from_stanza(s)
             if p:
                 seen[(p.name, p.version)] = p
@@ -102,10 +120,11 @@ def available(root: Path = Path("/")) -> List[KmodPackage]:
 def installed(root: Path = Path("/")) -> List[KmodPackage]:
     """kmod packages dpkg has installed (its status file keeps our Gpuforge-* fields)."""
     status = Path(root) / "var/lib/dpkg/status"
-    if not status.is_file():
+    text = _node_text(status) if status.is_file() else None
+    if text is None:
         return []
     out = []
-    for s in parse_stanzas(status.read_text(errors="replace")):
+    for s in parse_stanzas(text):
         if s.get("Status", "").endswith(" installed"):
             p = _from_stanza(s, installed=True)
             if p:
@@ -160,15 +179,32 @@ def choose(models: Sequence, kernel: str, candidates: Sequence[KmodPackage], cat
 # ---------------------------------------------------------------- acting
 
 
-def _history(root: Path) -> List[dict]:
-    try:
-        return json.loads((Path(root) / HISTORY).read_text())
-    except (OSError, ValueError):
+_HISTORY_FIELDS = ("package", "version", "kernel", "driver", "flavour", "action", "at")
+
+
+def load_history(root: Path) -> List[dict]:
+    """The install/rollback records, schema-checked: a corrupt file is a ConfigError (exit 2) raised before
+    anything changes on the node, never a crash after apt already ran."""
+    path = Path(root) / HISTORY
+    if not os.path.lexists(path):
         return []
+    hint = f"the file only feeds `drivers rollback`: move it aside (mv {path} {path}.bad) and run again"
+    try:
+        r = Reader(str(path), userfile.load_json(path, "kmod history (JSON)"))
+        out = []
+        for entry in r.list():
+            entry.mapping()
+            rec = {k: entry.key(k).str() for k in ("package", "version", "kernel")}
+            rec.update({k: entry.key(k).str(nonempty=False) for k in _HISTORY_FIELDS[3:] if k in entry.value})
+            out.append(rec)
+        return out
+    except ConfigError as e:
+        e.hint = hint
+        raise
 
 
-def _record(root: Path, pkg: KmodPackage, action: str) -> None:
-    h = _history(root)
+def _record(root: Path, pkg: KmodPackage, action: str, history: Optional[List[dict]] = None) -> None:
+    h = list(load_history(root) if history is None else history)
     h.append({"package": pkg.name, "version": pkg.version, "kernel": pkg.kernel, "driver": pkg.driver,
               "flavour": pkg.flavour, "action": action, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     atomic.write_text(Path(root) / HISTORY, json.dumps(h, indent=2) + "\n")
@@ -198,8 +234,12 @@ def install(pkg: KmodPackage, root: Path = Path("/"), run: Runner = subp.run, ac
             deb: Optional[str] = None) -> str:
     """Pin the matching user space, apt-get install the exact package version (its Conflicts swap out another
     kmod for this kernel), depmod, and check that modinfo resolves the module."""
+    # Validate the local state first, then act: nothing below may fail on a corrupt file after apt has run.
+    history = load_history(root)
     pin = Path(root) / PIN_FILE
-    before = pin.read_text() if pin.is_file() else None
+    before = userfile.read_text(pin, "apt preferences file") if os.path.lexists(pin) else None
+    for out in (pin, Path(root) / HISTORY):
+        atomic.check_writable(out)
     atomic.write_text(pin, pin_text(pkg))
     try:
         target = str(Path(deb).resolve()) if deb else f"{pkg.name}={pkg.version}"  # apt takes a local .deb by path
@@ -215,7 +255,7 @@ def install(pkg: KmodPackage, root: Path = Path("/"), run: Runner = subp.run, ac
     path = module_path(pkg.kernel, run, pkg.module)
     if not path:
         raise GpuforgeError(f"{pkg.name} installed but modinfo does not resolve {pkg.module} for {pkg.kernel}")
-    _record(root, pkg, action)
+    _record(root, pkg, action, history)
     return path
 
 
@@ -231,7 +271,7 @@ def rollback_target(kernel: str, root: Path = Path("/"), to: Optional[str] = Non
             raise UserError(f"no offered kmod package for {kernel} matches {to!r}",
                             hint="see `gpu-validate drivers list`")
         return sorted(match, key=lambda p: _vkey(p.version))[-1]
-    for h in reversed(_history(root)):
+    for h in reversed(load_history(root)):
         if h.get("kernel") != kernel or (now and (h["package"], h["version"]) == (now.name, now.version)):
             continue
         for p in cands:

@@ -1,0 +1,112 @@
+"""Corrupt local state (kmod-history.json, the apt pin file, apt lists): install and rollback refuse cleanly
+BEFORE apt runs, never crash after it; a FIFO among apt's lists never blocks."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from test_precompiled import ABI, FakeRun, node  # noqa: F401  (the fixture node with apt lists and dpkg status)
+from validator import precompiled
+from validator.cli import main
+from validator.errors import GpuforgeError
+
+HISTORY_CASES = [
+    ("object", b"{}"),
+    ("string", b'"install"'),
+    ("number", b"7"),
+    ("null", b"null"),
+    ("list of ints", b"[1, 2]"),
+    ("list of lists", b"[[\"gpuforge-nvidia-kmod\", \"1\"]]"),
+    ("package int", json.dumps([{"package": 1, "version": "1", "kernel": ABI}]).encode()),
+    ("no package", json.dumps([{"version": "1", "kernel": ABI}]).encode()),
+    ("no kernel", json.dumps([{"package": "p", "version": "1"}]).encode()),
+    ("kernel list", json.dumps([{"package": "p", "version": "1", "kernel": [ABI]}]).encode()),
+    ("action dict", json.dumps([{"package": "p", "version": "1", "kernel": ABI, "action": {}}]).encode()),
+    ("truncated", b'[{"package": "p", "vers'),
+    ("nan", b'[{"package": "p", "version": NaN}]'),
+    ("binary", bytes(range(256))),
+    ("empty", b""),
+    ("deep", b"[" * 50000 + b"]" * 50000),
+]
+
+
+def _history(node, data):  # noqa: F811
+    p = node / precompiled.HISTORY
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return p
+
+
+def _packages(node):  # noqa: F811
+    av = precompiled.available(node)
+    return next(p for p in av if p.driver == "550.163.01")
+
+
+@pytest.mark.parametrize("case,data", HISTORY_CASES, ids=[c for c, _ in HISTORY_CASES])
+def test_corrupt_history_refuses_install_and_rollback_before_apt(node, case, data):  # noqa: F811
+    path = _history(node, data)
+    run = FakeRun()
+    with pytest.raises(GpuforgeError) as e:
+        precompiled.install(_packages(node), node, run)
+    assert e.value.exit_code == 2 and str(path) in str(e.value) and "mv " in str(e.value)
+    assert run.calls == []  # apt never ran
+    assert not (node / precompiled.PIN_FILE).exists()  # nothing changed on the node
+    with pytest.raises(GpuforgeError) as e:
+        precompiled.rollback_target(ABI, node)
+    assert e.value.exit_code == 2 and str(path) in str(e.value)
+    assert path.read_bytes() == data  # the corrupt file is kept for the operator to look at
+    res = CliRunner().invoke(main, ["drivers", "rollback", "--root", str(node), "--kernel", ABI])
+    assert res.exit_code == 2 and str(path) in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "symlink-loop"])
+def test_history_or_pin_of_the_wrong_file_type_refuses_before_apt(node, kind):  # noqa: F811
+    for rel in (precompiled.HISTORY, precompiled.PIN_FILE):
+        p = node / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "fifo":
+            os.mkfifo(p)
+        elif kind == "directory":
+            p.mkdir()
+        else:
+            p.symlink_to(p)
+        run = FakeRun()
+        with pytest.raises(GpuforgeError) as e:
+            precompiled.install(_packages(node), node, run)
+        assert e.value.exit_code == 2 and run.calls == [], str(e.value)
+        if p.is_dir() and not p.is_symlink():
+            p.rmdir()
+        else:
+            p.unlink()
+
+
+def test_unwritable_history_folder_refuses_before_apt(node):  # noqa: F811
+    blocker = node / os.path.dirname(precompiled.HISTORY)
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where the state folder should be")
+    run = FakeRun()
+    with pytest.raises(GpuforgeError, match="not a folder"):
+        precompiled.install(_packages(node), node, run)
+    assert run.calls == []
+
+
+def test_good_history_still_works(node):  # noqa: F811
+    pkg = _packages(node)
+    _history(node, json.dumps([{"package": pkg.name, "version": "0", "kernel": ABI, "extra": "kept"}]).encode())
+    run = FakeRun()
+    precompiled.install(pkg, node, run)
+    hist = json.loads((node / precompiled.HISTORY).read_text())
+    assert [h["package"] for h in hist] == [pkg.name, pkg.name] and run.calls
+
+
+def test_fifo_among_apt_lists_does_not_block(node):  # noqa: F811
+    os.mkfifo(node / precompiled.APT_LISTS / "evil_Packages")
+    assert any(p.driver == "550.163.01" for p in precompiled.available(node))
+    status = node / "var/lib/dpkg/status"
+    status.unlink()
+    os.mkfifo(status)
+    assert precompiled.installed(node) == []
