@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from validator.catalog import Catalog, GpuModel
-from validator.errors import UserError
+from validator.errors import ConfigError, UserError
 from validator.idlists import DriverLists, lists_for_driver
+from validator.node import read_bounded
 from validator.pci import PciGpu, scan_gpus
 from validator.pkgname import kmod_package_name
 from validator.selection import (
@@ -42,8 +43,8 @@ class LoadedDriver:
 
 def _read(root: Path, rel: str) -> Optional[str]:
     try:
-        return (root / rel).read_text(errors="replace")
-    except OSError:
+        return read_bounded(root / rel, 1 << 20)
+    except ConfigError:
         return None
 
 

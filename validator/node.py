@@ -8,13 +8,22 @@ import shutil
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Union
 
-from validator import subp
-from validator.errors import CommandError, GpuforgeError, ToolMissing
+from validator import subp, userfile
+from validator.errors import CommandError, ConfigError, GpuforgeError, ToolMissing
 from validator.subp import CmdResult
 
 _RAISE = object()
 # How a capture script records "the program is not installed" (timeout(1)/sh exit 127).
 _NOT_FOUND_RE = re.compile(r"(failed to run command|command not found|No such file or directory)", re.I)
+# A node file (sysfs, procfs, /etc) or a recorded command output larger than this is not one: stop reading.
+MAX_FILE_BYTES = 16 << 20
+MAX_CMD_BYTES = 64 << 20
+
+
+def read_bounded(path: Path, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """A regular file's text (undecodable bytes replaced), at most max_bytes; a FIFO, device or folder is
+    refused without blocking. Raises ConfigError (from validator.userfile) naming the file and why."""
+    return userfile.read_bytes(path, "file", max_bytes).decode("utf-8", errors="replace")
 
 
 class NodeReadError(GpuforgeError):
@@ -56,12 +65,13 @@ class ReplayRunner:
         out_path = self.cmd_dir / name
         if not out_path.is_file():
             raise NotCaptured(name, argv)
-        out = out_path.read_text(errors="replace")
-        rc = 0
-        rc_path = self.cmd_dir / (name + ".rc")
-        if rc_path.is_file():
-            m = re.search(r"-?\d+", rc_path.read_text())
-            rc = int(m.group(0)) if m else 0
+        try:
+            out = read_bounded(out_path, MAX_CMD_BYTES)
+            rc_text = read_bounded(self.cmd_dir / (name + ".rc"), 4096) if (self.cmd_dir / (name + ".rc")).is_file() else ""
+        except ConfigError as e:  # a snapshot whose recording is a FIFO, gigabytes, ...: as if not recorded
+            raise NotCaptured(name, argv) from e
+        m = re.search(r"-?\d{1,6}", rc_text)
+        rc = int(m.group(0)) if m else 0
         if rc in (126, 127) and (_NOT_FOUND_RE.search(out) or not out.strip()):
             raise ToolMissing(list(argv) or [name])
         return CmdResult(tuple(argv), rc, out, "")
@@ -96,11 +106,12 @@ class Node:
     def read_text(self, rel: str, default=_RAISE) -> str:
         """File text, or `default`; without a default raise NodeReadError naming the file."""
         try:
-            return self.path(rel).read_text(errors="replace")
-        except (OSError, ValueError) as e:
+            return read_bounded(self.path(rel))
+        except ConfigError as e:
             if default is not _RAISE:
                 return default
-            reason = "not present" if isinstance(e, FileNotFoundError) else (getattr(e, "strerror", None) or str(e))
+            reason = getattr(e, "reason", None) or e.message
+            reason = "not present" if reason == "No such file or directory" else reason
             raise NodeReadError("/" + rel.lstrip("/"), reason) from None
 
     def read_int(self, rel: str, default=_RAISE) -> int:

@@ -166,14 +166,26 @@ class XidEvent:
     text: str
 
 
-_XID_RE = re.compile(r"NVRM: Xid \(PCI:([0-9a-fA-F:.]+)(?:\s+[^)]*)?\):\s*(\d+)\s*,?\s*(.*)")
+_XID_MARK = "NVRM: Xid (PCI:"
+# Matched only where the marker starts (re.match at one index): one attempt a line, linear in its length.
+# Groups are bounded so a hostile line cannot make one attempt scan far: bus id, tag, XID number.
+_XID_RE = re.compile(r"NVRM: Xid \(PCI:([0-9a-fA-F:.]{1,32})(?:\s+[^)]{0,200})?\):\s*(\d{1,9})\s*,?\s*(.{0,200})")
+# A kernel log line is at most ~1 KiB (LOG_LINE_MAX); a longer one is cut before any parsing.
+MAX_LOG_LINE = 4096
+
+
+def log_lines(log: Optional[str], max_len: int = MAX_LOG_LINE):
+    """The lines of a kernel log, each cut to max_len characters (no regex ever sees a 200k-char line)."""
+    for line in (log or "").splitlines():
+        yield line[:max_len]
 
 
 def parse_xids(log: Optional[str]) -> List[XidEvent]:
     """Every XID event in a kernel log (dmesg or journalctl -k), in order."""
     events: List[XidEvent] = []
-    for line in (log or "").splitlines():
-        m = _XID_RE.search(line)
+    for line in log_lines(log):
+        at = line.find(_XID_MARK)
+        m = _XID_RE.match(line, at) if at >= 0 else None
         if not m:
             continue
         try:

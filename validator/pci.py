@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from validator import userfile
+from validator.errors import ConfigError
+
 NVIDIA_VENDOR_ID = 0x10DE
 DISPLAY_CLASS = 0x03  # PCI base class 0x03: VGA (0x0300), XGA, 3D controller (0x0302), other display
 BRIDGE_OTHER_CLASS = 0x0680  # NVSwitch chips on HGX boards show as NVIDIA "Bridge [0680]" functions
@@ -32,17 +35,25 @@ class PciGpu:
         return f"{self.vendor_id:04x}:{self.device_id:04x}"
 
 
+def _read_attr(path: Path) -> Optional[str]:
+    """One sysfs attribute: a few bytes; a FIFO or a huge file in a snapshot is 'unreadable', never a hang."""
+    try:
+        return userfile.read_bytes(path, "sysfs attribute", 4096).decode("ascii", errors="replace")
+    except ConfigError:
+        return None
+
+
 def _read_hex(path: Path) -> Optional[int]:
     try:
-        return int(path.read_text().strip(), 16)
-    except (OSError, ValueError):
+        return int((_read_attr(path) or "").strip(), 16)
+    except ValueError:
         return None
 
 
 def _read_int(path: Path) -> Optional[int]:
     try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
+        return int((_read_attr(path) or "").strip())
+    except ValueError:
         return None
 
 

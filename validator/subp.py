@@ -26,6 +26,21 @@ class CmdResult:
         return self.returncode == 0
 
 
+# Seconds to wait for a killed child's exit and its last output before giving up on it.
+KILL_GRACE_S = 10.0
+
+
+def _reap(proc: subprocess.Popen):
+    """Kill a child and collect what it wrote, waiting at most `grace` seconds: a process stuck in the kernel
+    (nvidia-smi on a GPU that fell off the bus) ignores SIGKILL, and subprocess.run would wait for it forever.
+    Returns (None, None) when it is still there."""
+    proc.kill()
+    try:
+        return proc.communicate(timeout=KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        return None, None
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -45,25 +60,32 @@ def run(
         full_env = dict(os.environ)
         full_env.update(env)
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             argv,
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE if capture else None,
             stderr=subprocess.PIPE if capture else None,
             text=True,
             errors="replace",
-            timeout=timeout,
             env=full_env,
             cwd=cwd,
         )
     except FileNotFoundError:
         raise ToolMissing(argv) from None
-    except subprocess.TimeoutExpired as e:
-        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
-        raise CommandError(argv, None, out, err, reason=f"timed out after {timeout}s") from None
-    result = CmdResult(tuple(argv), proc.returncode, proc.stdout or "", proc.stderr or "")
+    except OSError as e:  # not executable, a folder, a bad ELF: the command cannot start at all
+        raise CommandError(argv, None, reason=f"cannot start {argv[0]}: {e.strerror or e}") from None
+    try:
+        out, err = proc.communicate(input=input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        reason = f"timed out after {timeout}s"
+        out, err = _reap(proc)
+        if out is None:
+            reason += "; still running after SIGKILL (blocked in the kernel: a hung driver?)"
+        raise CommandError(argv, None, out or "", err or "", reason=reason) from None
+    except BaseException:  # Ctrl-C, SIGTERM turned into an exception: never leave the child behind
+        _reap(proc)
+        raise
+    result = CmdResult(tuple(argv), proc.returncode, out or "", err or "")
     if check and proc.returncode not in set(ok_codes):
         raise CommandError(argv, proc.returncode, result.stdout, result.stderr)
     return result

@@ -30,6 +30,23 @@ def test_timeout_raises_command_error():
         subp.run(["sleep", "5"], timeout=0.2)
 
 
+@pytest.mark.subprocess
+def test_timeout_never_waits_on_a_child_that_outlives_the_kill(monkeypatch):
+    # a grandchild keeps the pipes open after the child is killed (as a process blocked in a hung driver
+    # outlives SIGKILL): run() gives up after the grace period instead of waiting for it
+    monkeypatch.setattr(subp, "KILL_GRACE_S", 0.2)
+    with pytest.raises(CommandError, match="still running after SIGKILL"):
+        subp.run(["sh", "-c", "sleep 2 & sleep 2"], timeout=0.2)
+
+
+@pytest.mark.subprocess
+def test_a_program_that_cannot_start_is_a_command_error(tmp_path):
+    tool = tmp_path / "not-executable"
+    tool.write_text("#!/bin/sh\n")
+    with pytest.raises(CommandError, match="cannot start"):
+        subp.run([str(tool)])
+
+
 def test_unit_tests_cannot_spawn():
     with pytest.raises(AssertionError, match="spawn a process"):
         subp.run(["true"])
