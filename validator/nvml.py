@@ -6,7 +6,7 @@ import ctypes
 import logging
 from typing import Any, Callable, Optional
 
-from validator.nvsmi import GpuData, GpuInfo
+from validator.nvsmi import GpuData, GpuInfo, checked
 from validator.parse import normalize_bus_id
 
 log = logging.getLogger("gpuforge.nvml")
@@ -94,7 +94,7 @@ def read_nvml() -> GpuData:
             mw = lambda v: v / 1000.0  # noqa: E731  NVML reports milliwatts
             fab_state, fab_status, fab_health = _fabric(N, h, q)
             sram, unrep, ch_rep, tpc_rep = _memory_health(N, h, q)
-            gpus.append(GpuInfo(
+            gpus.append(checked(GpuInfo(
                 index=i,
                 bus_id=normalize_bus_id(_s(pci.busId)) if pci is not None else None,
                 name=q(N.nvmlDeviceGetName, h, conv=_s),
@@ -134,7 +134,7 @@ def read_nvml() -> GpuData:
                 sram_threshold_exceeded=sram, unrepairable_memory=unrep,
                 channel_repair_pending=ch_rep, tpc_repair_pending=tpc_rep,
                 fabric_state=fab_state, fabric_status=fab_status, fabric_health=fab_health,
-            ))
+            )))
         return GpuData("nvml", driver, cuda, tuple(gpus))
     except NvmlUnavailable:
         raise

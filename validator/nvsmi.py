@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field, asdict
-from typing import Optional, Tuple
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Dict, Optional, Tuple
 
 from validator.errors import GpuforgeError
 from validator.parse import normalize_bus_id, parse_float, parse_int
@@ -80,11 +81,80 @@ class GpuInfo:
     fabric_state: Optional[str] = None              # fabric.state: Not Started / In Progress / Completed
     fabric_status: Optional[str] = None             # fabric.status: Success or the error
     fabric_health: Optional[str] = None             # fabric.health.summary: Healthy / Unhealthy / ...
+    # Readings outside their physical range, set to None above: (field, what was read and the valid range)
+    invalid: Tuple[Tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["clock_events"] = list(self.clock_events)
+        d["invalid"] = [list(x) for x in self.invalid]
         return d
+
+    def broken(self, *fields: str) -> Tuple[str, ...]:
+        """Why each of these readings is out of its physical range (empty: all plausible or not reported)."""
+        return tuple(why for f, why in self.invalid if f in fields)
+
+
+_COUNTER = (0, 2 ** 64 - 1)
+# Physical range of each numeric reading: (nvidia-smi field, low, high, unit). A value outside is a broken
+# reading (a driver returning garbage, a corrupt capture), reported as such and never judged as a fact.
+RANGES: Dict[str, Tuple[str, float, float, str]] = {
+    "temp_c": ("temperature.gpu", -40, 150, "C"),
+    "temp_headroom_c": ("temperature.gpu.tlimit", -150, 200, "C"),
+    "temp_slowdown_c": ("temperature.gpu_slowdown", 1, 250, "C"),
+    "temp_shutdown_c": ("temperature.gpu_shutdown", 1, 250, "C"),
+    "power_draw_w": ("power.draw", 0, 5000, "W"),
+    "power_limit_w": ("power.limit", 1, 5000, "W"),
+    "power_default_w": ("power.default_limit", 1, 5000, "W"),
+    "power_max_w": ("power.max_limit", 1, 5000, "W"),
+    "dbe_volatile": ("ecc.errors.uncorrected.volatile", *_COUNTER, ""),
+    "dbe_aggregate": ("ecc.errors.uncorrected.aggregate", *_COUNTER, ""),
+    "sbe_volatile": ("ecc.errors.corrected.volatile", *_COUNTER, ""),
+    "retired_sbe": ("retired_pages.sbe", *_COUNTER, ""),
+    "retired_dbe": ("retired_pages.dbe", *_COUNTER, ""),
+    "remap_corr": ("remapped_rows.correctable", *_COUNTER, ""),
+    "remap_unc": ("remapped_rows.uncorrectable", *_COUNTER, ""),
+    "replay_count": ("pci.replay_counter", *_COUNTER, ""),
+    "replay_rollover": ("pci.replay_rollover_counter", *_COUNTER, ""),
+    "pcie_gen": ("pcie.link.gen.current", 1, 7, ""),
+    "pcie_gen_max": ("pcie.link.gen.max", 1, 7, ""),
+    "pcie_width": ("pcie.link.width.current", 1, 32, ""),
+    "pcie_width_max": ("pcie.link.width.max", 1, 32, ""),
+    "memory_total_mib": ("memory.total", 1, 1 << 22, "MiB"),
+    "sm_clock_mhz": ("clocks.sm", 0, 10_000, "MHz"),
+    "sm_clock_max_mhz": ("clocks.max.sm", 1, 10_000, "MHz"),
+}
+PCIE_WIDTHS = (1, 2, 4, 8, 12, 16, 32)
+# A GPU never draws more than twice its board power limit (the sustained maximum); more is a broken sensor.
+POWER_DRAW_MAX_FACTOR = 2.0
+
+
+def _out_of_range(field_name: str, v) -> Optional[str]:
+    name, lo, hi, unit = RANGES[field_name]
+    u = f" {unit}" if unit else ""
+    if isinstance(v, float) and not math.isfinite(v) or not lo <= v <= hi:
+        return f"{name} {v:g}{u} outside {lo:g}..{hi:g}{u}"
+    if field_name in ("pcie_width", "pcie_width_max") and v not in PCIE_WIDTHS:
+        return f"{name} x{v:g} is no PCIe link width ({', '.join(f'x{w}' for w in PCIE_WIDTHS)})"
+    return None
+
+
+def checked(g: GpuInfo) -> GpuInfo:
+    """g with every reading outside its physical range set to None and listed in g.invalid."""
+    bad = []
+    for f in RANGES:
+        v = getattr(g, f)
+        why = _out_of_range(f, v) if v is not None else None
+        if why:
+            bad.append((f, why))
+    tdp = next((w for w in (g.power_max_w, g.power_default_w, g.power_limit_w) if w and 0 < w <= 5000), None)
+    if tdp and g.power_draw_w is not None and g.power_draw_w > POWER_DRAW_MAX_FACTOR * tdp and \
+            "power_draw_w" not in dict(bad):
+        bad.append(("power_draw_w", f"power.draw {g.power_draw_w:g} W above {POWER_DRAW_MAX_FACTOR:g}x the board "
+                                    f"limit {tdp:g} W"))
+    if not bad:
+        return g
+    return replace(g, invalid=tuple(bad), **{f: None for f, _ in bad})
 
 
 @dataclass(frozen=True)
@@ -98,6 +168,18 @@ class GpuData:
 
     def by_bus_id(self, bus_id: str) -> Optional[GpuInfo]:
         return next((g for g in self.gpus if g.bus_id == bus_id), None)
+
+    @property
+    def duplicates(self) -> Tuple[str, ...]:
+        """Bus ids (or UUIDs) the driver lists more than once: one GPU counted twice is never two GPUs."""
+        seen, dup = set(), []
+        for g in self.gpus:
+            for key in (g.bus_id, g.uuid):
+                if key and key in seen and key not in dup:
+                    dup.append(key)
+                if key:
+                    seen.add(key)
+        return tuple(dup)
 
 
 def _text(el: Optional[ET.Element], path: str) -> Optional[str]:
@@ -166,7 +248,7 @@ def _gpu(index: int, g: ET.Element) -> GpuInfo:
     power = g.find("gpu_power_readings")
     if power is None:
         power = g.find("power_readings")
-    return GpuInfo(
+    return checked(GpuInfo(
         index=index,
         bus_id=normalize_bus_id(g.get("id") or _text(g, "pci/pci_bus_id")),
         name=_text(g, "product_name"),
@@ -215,7 +297,7 @@ def _gpu(index: int, g: ET.Element) -> GpuInfo:
         fabric_state=_text(g, "fabric/state"),
         fabric_status=_text(g, "fabric/status"),
         fabric_health=_text(g, "fabric/health/summary"),
-    )
+    ))
 
 
 def parse_nvsmi_xml(text: str) -> GpuData:
@@ -232,4 +314,7 @@ def parse_nvsmi_xml(text: str) -> GpuData:
         gpus = tuple(_gpu(i, g) for i, g in enumerate(root.findall("gpu")))
     except RecursionError:
         raise NvsmiParseError("nvidia-smi XML: nested too deeply") from None
+    attached = _int(root, "attached_gpus")
+    if attached is not None and attached != len(gpus):  # a truncated or spliced report
+        raise NvsmiParseError(f"nvidia-smi XML: attached_gpus says {attached}, the report lists {len(gpus)} GPU(s)")
     return GpuData("nvidia-smi", _text(root, "driver_version"), _text(root, "cuda_version"), gpus)

@@ -27,10 +27,10 @@ def parse_int(text: Optional[str]) -> Optional[int]:
 
 
 def parse_float(text: Optional[str]) -> Optional[float]:
-    """'70.33 W' -> 70.33; 'N/A' -> None."""
+    """'70.33 W' -> 70.33, '1.5e3 W' -> 1500.0; 'N/A' -> None."""
     if text is None:
         return None
-    m = re.match(r"^\s*(-?\d+(?:\.\d+)?)", text)
+    m = re.match(r"^\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d{1,4})?)", text)  # '1e9 C' is 1e9, not 1
     if not m:
         return None
     try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
+import fnmatch
 import hashlib
 import importlib
 import logging
@@ -12,9 +14,9 @@ from typing import List, Optional, Sequence
 
 import validator.checks  # noqa: F401  (registers the built-in checks)
 from validator.checks import base
-from validator.checks.base import LEVELS, CheckResult, CheckSpec, Outcome, Unavailable, level_includes
+from validator.checks.base import LEVELS, CheckResult, CheckSpec, Outcome, ReadingFailed, Unavailable, level_includes
 from validator.checks.context import Context
-from validator.errors import CommandError, ToolMissing
+from validator.errors import CommandError, ToolMissing, UserError
 from validator.node import NodeReadError, NotCaptured
 
 log = logging.getLogger("gpuforge.runner")
@@ -36,25 +38,57 @@ def load_full_level_modules() -> List[str]:
     return problems
 
 
-def specs_for(level: str, groups: Optional[Sequence[str]] = None, ids: Optional[Sequence[str]] = None) -> List[CheckSpec]:
-    """The checks a run at `level` executes: built-in ones plus those providers add, in registration order."""
+def _all_specs() -> List[CheckSpec]:
     specs = list(base.REGISTRY)
     for provider in list(base.PROVIDERS):
         try:
             specs.extend(provider())
         except Exception as e:
             log.warning("check provider %r failed: %s", provider, e)
+    return specs
+
+
+def _id_matches(check_id: str, pattern: str) -> bool:
+    """--check takes an id, a prefix (gpu. or gpu.*) or a glob (*temp*)."""
+    return check_id == pattern or check_id.startswith(pattern.rstrip("*")) or fnmatch.fnmatchcase(check_id, pattern)
+
+
+def specs_for(level: str, groups: Optional[Sequence[str]] = None, ids: Optional[Sequence[str]] = None) -> List[CheckSpec]:
+    """The checks a run at `level` executes: built-in ones plus those providers add, in registration order.
+    An id or glob in `ids` that selects nothing is a usage error (a typo must not run 0 checks and pass)."""
     seen, out = set(), []
-    for s in specs:
+    for s in _all_specs():
         if s.id in seen or not level_includes(level, s.level):
             continue
         if groups and s.group not in groups:
             continue
-        if ids and not any(s.id == i or s.id.startswith(i.rstrip("*")) for i in ids):
+        if ids and not any(_id_matches(s.id, i) for i in ids):
             continue
         seen.add(s.id)
         out.append(s)
+    for i in ids or ():
+        if not any(_id_matches(s.id, i) for s in out):
+            raise _unknown_check(i, level, groups)
     return out
+
+
+def _unknown_check(pattern: str, level: str, groups: Optional[Sequence[str]]) -> UserError:
+    """Why --check PATTERN selects nothing: another level, another group, or a typo (with the nearest ids)."""
+    if level != "full":
+        load_full_level_modules()
+    specs = _all_specs()
+    hits = [s for s in specs if _id_matches(s.id, pattern)]
+    if hits and not any(level_includes(level, s.level) for s in hits):
+        need = min((s.level for s in hits), key=LEVELS.index)
+        return UserError(f"--check {pattern}: {hits[0].id} is a {need}-level check, not run at level {level}",
+                         hint=f"add --level {need}")
+    if hits:
+        return UserError(f"--check {pattern}: {hits[0].id} is in group {hits[0].group}, not in --group "
+                         f"{' '.join(groups or ())}", hint=f"add --group {hits[0].group} or drop --group")
+    close = difflib.get_close_matches(pattern, sorted({s.id for s in specs}), n=3, cutoff=0.5)
+    return UserError(f"--check {pattern}: no check has this id or matches this glob",
+                     hint=(f"did you mean: {', '.join(close)}? " if close else "")
+                     + "list them with `gpu-validate run --list-checks --level full`")
 
 
 @contextlib.contextmanager
@@ -72,6 +106,9 @@ def _status(o: Outcome) -> str:
 def _outcomes(spec: CheckSpec, ctx: Context) -> List[Outcome]:
     try:
         res = spec.func(ctx)
+    except ReadingFailed as e:
+        return [Outcome("fail", str(e), "a working driver reading", "the driver does not answer for GPUs that are on "
+                        "the bus: check `nvidia-smi`, dmesg for XIDs; reload the driver or reset the GPUs")]
     except Unavailable as e:
         return [Outcome("skip", str(e))]
     except NotCaptured as e:

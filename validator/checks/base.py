@@ -16,6 +16,12 @@ class Unavailable(Exception):
     """A fact a check needs could not be read (tool missing, file absent, not captured): the check is `skip`."""
 
 
+class ReadingFailed(Unavailable):
+    """A reading that must exist broke: the tool ran and failed or printed garbage while the hardware it
+    describes is there (nvidia-smi exit 9 with GPUs on the PCI bus). A check that needs it fails; code that
+    can do without it (a fallback to sysfs) catches it as Unavailable."""
+
+
 @dataclass(frozen=True)
 class Metric:
     """A measured figure against what was expected, drawn as a bar in HTML and exported to Prometheus."""

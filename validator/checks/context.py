@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from validator.checks.base import Unavailable
+from validator.checks.base import ReadingFailed, Unavailable
 from validator.errors import CommandError, GpuforgeError, ToolMissing, UserError
 from validator.node import Node, NodeReadError, NotCaptured
 from validator.nvsmi import GpuData, GpuInfo, NvsmiParseError, parse_nvsmi_xml
@@ -167,12 +167,22 @@ class Context:
                 raise Unavailable(f"{nvml_reason}tool missing: nvidia-smi (driver user space not installed?)") from None
             if res.returncode != 0:
                 tail = (res.stdout + res.stderr).strip().splitlines()[-1:] or [""]
-                raise Unavailable(f"nvidia-smi failed (exit {res.returncode}): {tail[0][:160]}")
+                raise self._driver_broke(f"nvidia-smi failed (exit {res.returncode}): {tail[0][:160]}")
             try:
                 return parse_nvsmi_xml(res.stdout)
             except NvsmiParseError as e:
-                raise Unavailable(str(e)) from None
+                raise self._driver_broke(str(e)) from None
         return self._get("gpu_data", read)
+
+    def _driver_broke(self, why: str) -> Unavailable:
+        """nvidia-smi ran and failed: a failed reading when NVIDIA GPUs are on the bus, else only unavailable."""
+        try:
+            n = len(self.pci_gpus)
+        except Unavailable:
+            n = 0
+        if n:
+            return ReadingFailed(f"{why}; {n} NVIDIA GPU(s) on the PCI bus")
+        return Unavailable(why)
 
     @property
     def gpus(self) -> Tuple[GpuInfo, ...]:

@@ -7,7 +7,7 @@ import re
 from collections import Counter
 from typing import List, Optional
 
-from validator.checks.base import Metric, Outcome, Unavailable, bad, check, fail, ok, skip, warn
+from validator.checks.base import Metric, Outcome, ReadingFailed, Unavailable, bad, check, fail, ok, skip, warn
 from validator.checks.context import CMD_NVCC, Context, gpu_label
 from validator.errors import CommandError, GpuforgeError, ToolMissing
 from validator.node import NotCaptured
@@ -24,6 +24,10 @@ def _vkey(v: str):
     return tuple(int(x) for x in re.findall(r"\d+", v or "")[:4])
 
 
+# "NVRM version: NVIDIA UNIX [Open ]Kernel Module for x86_64  580.95.05  Release Build ..." (both flavours)
+_NVRM_LINE = re.compile(r"^NVRM version:.{0,200}?\b(Open )?Kernel Module\b.{0,200}?\s(\d+\.\d+(?:\.\d+)?)\s")
+
+
 def _module_version(ctx: Context) -> Optional[str]:
     t = ctx.text_or("/sys/module/nvidia/version")
     if t and t.strip():
@@ -35,10 +39,9 @@ def _module_version(ctx: Context) -> Optional[str]:
 @check("gpu.driver_loaded", "gpu", "quick", "NVIDIA kernel driver loaded")
 def driver_loaded(ctx: Context):
     ver = ctx.text_or("/proc/driver/nvidia/version")
-    if ver:
-        first = ver.splitlines()[0]
-        flavour = "open" if "Open Kernel Module" in first else "proprietary"
-        return ok(f"nvidia {_module_version(ctx) or '?'} ({flavour} kernel module)", "nvidia module loaded")
+    if ver and ver.strip():
+        flavour = _loaded_flavour(ctx) or "unknown"  # an unreadable version line says nothing about the flavour
+        return ok(f"nvidia {_module_version(ctx) or 'version unknown'} ({flavour} kernel module)", "nvidia module loaded")
     try:
         pci = ctx.pci_gpus
     except Unavailable:
@@ -60,11 +63,13 @@ def count(ctx: Context):
         pci = ctx.pci_gpus if _pci_tree(ctx) else None
     except Unavailable:
         pci = None
-    driver_n, why = None, ""
+    driver_n, why, broke = None, "", False
+    dup: tuple = ()
     try:
         driver_n = len(ctx.gpus)
+        dup = ctx.gpu_data.duplicates
     except Unavailable as e:
-        why = str(e)
+        why, broke = str(e), isinstance(e, ReadingFailed)
     want = ctx.expect.total if ctx.expect else None
     exp = f"{want} ({ctx.expect})" if ctx.expect else "every PCI GPU visible to the driver"
     if pci is None and driver_n is None:
@@ -74,6 +79,12 @@ def count(ctx: Context):
         parts.append(f"{len(pci)} on PCI")
     parts.append(f"{driver_n} seen by the driver" if driver_n is not None else f"driver view unavailable ({why})")
     observed = ", ".join(parts)
+    if broke:
+        return fail(observed, exp, "the driver does not answer for the GPUs on the bus: check `nvidia-smi`, dmesg "
+                    "for XIDs; reload the driver or reset the GPUs")
+    if dup:
+        return fail(f"{observed}; the driver lists {', '.join(dup)} more than once", exp,
+                    "one GPU reported twice is not two GPUs: check `nvidia-smi -L`; reload the driver")
     if pci is not None and driver_n is not None and driver_n < len(pci):
         return fail(observed, exp, "a GPU is on the bus but not usable: check dmesg for XID 79/RmInitAdapter errors, "
                     "reset or reseat it")
@@ -122,6 +133,10 @@ def model(ctx: Context):
         if m is None:
             unknown.append(g)
     observed = ", ".join(f"{n}x {k}" for k, n in names.items())
+    dup = ctx.gpu_data.duplicates
+    if dup:
+        return fail(f"{observed}; the driver lists {', '.join(dup)} more than once",
+                    str(ctx.expect) if ctx.expect else "each GPU once", "check `nvidia-smi -L`; reload the driver")
     if ctx.expect:
         wrong = []
         free = list(gpus)
@@ -173,10 +188,12 @@ def driver_version(ctx: Context):
 
 
 def _loaded_flavour(ctx: Context) -> Optional[str]:
+    """open / proprietary from the NVRM version line; None when that line is missing or unreadable."""
     first = (ctx.text_or("/proc/driver/nvidia/version") or "").splitlines()[:1]
-    if not first:
+    m = _NVRM_LINE.search(first[0][:4096]) if first else None
+    if not m:
         return None
-    return "open" if "Open Kernel Module" in first[0] else "proprietary"
+    return "open" if m.group(1) else "proprietary"
 
 
 def _driver_fits(ctx: Context, model, driver: str, flavour: Optional[str]):
@@ -227,13 +244,17 @@ def cuda_version(ctx: Context):
     return fail(observed, f"driver >= {need or '?'} for CUDA {tk}", "upgrade the driver or use an older CUDA toolkit")
 
 
-def _per_gpu(ctx: Context, fn) -> List[Outcome]:
+def _per_gpu(ctx: Context, fn, readings: tuple = ()) -> List[Outcome]:
+    """fn(g) for every GPU; a GPU whose `readings` (GpuInfo fields) were out of physical range fails instead."""
     gpus = ctx.gpus
     if not gpus:
         return [skip("no GPU reported by the driver")]
     out = []
     for g in gpus:
-        r = fn(g)
+        broken = g.broken(*readings)
+        r = fn(g) if not broken else fail(
+            "reading out of physical range: " + "; ".join(broken), "readings within their physical range",
+            "the driver reports impossible values: check `nvidia-smi -q`, reload the driver or reset the GPU")
         out.append(Outcome(r.status, r.observed, r.expected, r.remedy, gpu_label(g), r.metric))
     return out
 
@@ -292,7 +313,7 @@ def ecc_errors(ctx: Context):
             return warn(observed + "; no remap/retirement record", "lifetime errors handled by remapping or retirement",
                         "check `nvidia-smi -q -d ROW_REMAPPER,PAGE_RETIREMENT`; run `dcgmi diag -r 3`")
         return ok(observed, "volatile DBE 0")
-    return _per_gpu(ctx, one)
+    return _per_gpu(ctx, one, ("dbe_volatile", "dbe_aggregate", "remap_unc", "retired_dbe"))
 
 
 @check("gpu.retired_pages", "gpu", "quick", "Retired pages")
@@ -310,7 +331,7 @@ def retired_pages(ctx: Context):
         if g.retired_pending:
             return warn(observed, "nothing pending", "reset the GPU or reboot to retire the pending pages")
         return ok(observed, f"< {RETIRED_PAGES_FAIL}, nothing pending")
-    return _per_gpu(ctx, one)
+    return _per_gpu(ctx, one, ("retired_sbe", "retired_dbe"))
 
 
 @check("gpu.row_remap", "gpu", "quick", "Row remapping")
@@ -325,7 +346,7 @@ def row_remap(ctx: Context):
         if g.remap_pending:
             return warn(observed, "nothing pending", "reset the GPU (nvidia-smi -r) or reboot to apply the remap")
         return ok(observed, "nothing pending, no failure")
-    return _per_gpu(ctx, one)
+    return _per_gpu(ctx, one, ("remap_corr", "remap_unc"))
 
 
 @check("gpu.xid", "gpu", "quick", "XID errors in the kernel log")
@@ -373,7 +394,7 @@ def temperature(ctx: Context):
         if t >= slow - TEMP_MARGIN_WARN_C:
             return warn(f"{t:g} C", f"< {slow - TEMP_MARGIN_WARN_C:g} C", "check airflow/cooling", metric=metric)
         return ok(f"{t:g} C", f"< {slow - TEMP_MARGIN_WARN_C:g} C", metric=metric)
-    return _per_gpu(ctx, one)
+    return _per_gpu(ctx, one, ("temp_c", "temp_headroom_c", "temp_slowdown_c", "temp_shutdown_c"))
 
 
 @check("gpu.power_limit", "gpu", "quick", "Power limit")
@@ -389,7 +410,7 @@ def power_limit(ctx: Context):
             return warn(observed, f"{ref:g} W (default)", f"nvidia-smi -pl {ref:g} (power capped below default)",
                         metric=metric)
         return ok(observed, f"{ref:g} W (default)" if ref else "", metric=metric)
-    return _per_gpu(ctx, one)
+    return _per_gpu(ctx, one, ("power_limit_w", "power_default_w", "power_max_w", "power_draw_w"))
 
 
 _EVENT_FAIL = ("hw_slowdown", "hw_thermal_slowdown", "hw_power_brake")

@@ -8,6 +8,7 @@ from validator.checks.base import Metric, Unavailable, check, fail, ok, skip, wa
 from validator.checks.context import CMD_LSPCI_VVV, Context
 from validator.errors import CommandError, ToolMissing
 from validator.node import NotCaptured
+from validator.nvsmi import PCIE_WIDTHS
 from validator.parse import GEN_SPEED, parse_float, parse_int, parse_link_speed, speed_to_gen
 
 REPLAY_WARN_PER_MIN = 31  # facts.md: warn above ~31/min at Gen5 x16
@@ -39,6 +40,12 @@ def link(ctx: Context):
         src = "sysfs"
         if None in (cur_s, max_s, cur_w, max_w) and g is not None:  # sysfs hides it: the driver's view
             src = "driver"
+            broken = g.broken("pcie_gen", "pcie_gen_max", "pcie_width", "pcie_width_max")
+            if broken:
+                out.append(fail("reading out of physical range: " + "; ".join(broken), "a PCIe generation and width",
+                                "the driver reports impossible link values: check `nvidia-smi -q -d PCI`",
+                                subject=address))
+                continue
             cur_s = GEN_SPEED.get(g.pcie_gen) if g.pcie_gen else None
             max_s = GEN_SPEED.get(g.pcie_gen_max) if g.pcie_gen_max else None
             cur_w, max_w = g.pcie_width, g.pcie_width_max
@@ -46,6 +53,14 @@ def link(ctx: Context):
             out.append(skip("link speed/width not readable (sysfs and driver)", subject=address))
             continue
         cg, mg = speed_to_gen(cur_s), speed_to_gen(max_s)
+        odd = [f"{k} {v}" for k, v, good in (("speed", f"{cur_s:g} GT/s", cg), ("max speed", f"{max_s:g} GT/s", mg),
+                                             ("width", f"x{cur_w}", cur_w in PCIE_WIDTHS),
+                                             ("max width", f"x{max_w}", max_w in PCIE_WIDTHS)) if not good]
+        if odd:  # 999 GT/s or x0 is a broken reading, never a link that "runs at its maximum"
+            out.append(fail(f"reading out of physical range ({src}): " + ", ".join(odd),
+                            "a PCIe generation's speed and a link width (x1..x32)",
+                            "the link attributes are garbage: check `lspci -vv` for this device", subject=address))
+            continue
         observed = f"Gen{cg or '?'} x{cur_w} ({cur_s:g} GT/s, {src})"
         expected = f"Gen{mg or '?'} x{max_w}"
         metric = Metric("pcie_link_width", float(cur_w), float(max_w), "lanes")
@@ -70,17 +85,25 @@ def aer(ctx: Context):
     out = []
     for p in ctx.pci_gpus:
         rel = ctx.pci_rel(p.address)
-        totals = {}
+        totals, garbage = {}, []
         for kind in ("fatal", "nonfatal", "correctable"):
             text = ctx.text_or(f"{rel}/aer_dev_{kind}")
             if text is not None:
                 # lines are "NAME COUNT"; TOTAL_ERR_* carries the sum
                 counts = {}
-                for line in text.splitlines():
+                for line in text.splitlines()[:256]:
                     parts = line.split()
                     if len(parts) == 2 and parts[1].isdigit():
                         counts[parts[0]] = int(parts[1])
+                    elif parts:  # a negative count or a stray word: the attribute is garbage, not "0 errors"
+                        garbage.append(f"aer_dev_{kind}: {line.strip()[:60]!r}")
+                if not counts and text.strip() and not garbage:
+                    garbage.append(f"aer_dev_{kind}: {text.strip()[:60]!r}")
                 totals[kind] = next((v for k, v in counts.items() if k.startswith("TOTAL")), sum(counts.values()))
+        if garbage:
+            out.append(fail("reading out of physical range: " + "; ".join(garbage[:3]), "NAME COUNT lines, counts >= 0",
+                            "the AER attributes are unreadable: check `lspci -vv` for this device", subject=p.address))
+            continue
         if not totals:
             why = "AER counters not exposed (no AER capability, or a VM guest)" if ctx.is_vm else \
                 "AER counters not exposed (no AER capability or kernel without AER)"
@@ -103,6 +126,12 @@ def replay(ctx: Context):
     uptime = parse_float((ctx.text_or("/proc/uptime") or "").strip())
     out = []
     for g in ctx.gpus:
+        broken = g.broken("replay_count", "replay_rollover")
+        if broken:
+            out.append(fail("reading out of physical range: " + "; ".join(broken), "a replay count >= 0",
+                            "the driver reports impossible counters: check `nvidia-smi -q -d PCI`",
+                            subject=g.bus_id or f"GPU{g.index}"))
+            continue
         if g.replay_count is None:
             out.append(skip("replay counter not reported", subject=g.bus_id or f"GPU{g.index}"))
             continue
