@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
 
 from validator import textsafe
-from validator.errors import GpuforgeError
+from validator.errors import GpuforgeError, UserError
 
 
 class ErrorHandlingGroup(click.Group):
@@ -39,8 +40,79 @@ class LazyGroup(ErrorHandlingGroup):
         if name in self._lazy_names and name not in self.commands:
             import importlib
 
-            self.add_command(importlib.import_module(f"{self._lazy_package}.{name}").command, name)
+            cmd = importlib.import_module(f"{self._lazy_package}.{name}").command
+            _add_no_color(cmd)
+            self.add_command(cmd, name)
         return super().get_command(ctx, name)
+
+
+# ---- one vocabulary for every command ------------------------------------------------------------------------
+
+def _no_color(ctx, param, value):
+    """no-color.org: set NO_COLOR for this command's lifetime, so every colour decision (want_colour) honours it."""
+    if not value or "NO_COLOR" in os.environ:
+        return
+    os.environ["NO_COLOR"] = "1"
+    ctx.call_on_close(lambda: os.environ.pop("NO_COLOR", None))
+
+
+def _add_no_color(cmd: click.Command) -> None:
+    """Every command and subcommand accepts --no-color (also the roots: `gpuforge --no-color ...`)."""
+    if not any("--no-color" in getattr(p, "opts", ()) for p in cmd.params):
+        cmd.params.append(click.Option(["--no-color"], is_flag=True, expose_value=False, is_eager=True,
+                                       callback=_no_color, help="No ANSI colours, even on a terminal (also NO_COLOR=1)."))
+    for sub in getattr(cmd, "commands", {}).values():
+        _add_no_color(sub)
+
+
+# Report formats by file extension, for -o/--save without --format.
+REPORT_EXT = {".json": "json", ".html": "html", ".htm": "html", ".xml": "junit", ".prom": "prom", ".txt": "text"}
+
+
+def format_for_path(path: str) -> str:
+    """The report format a file name asks for (--save FILE.html); a usage error for an unknown extension."""
+    import pathlib
+
+    ext = pathlib.Path(path).suffix.lower()
+    if ext not in REPORT_EXT:
+        raise UserError(f"--save {path}: cannot tell the format from {ext or 'no extension'}",
+                        hint="use .json, .html, .xml (JUnit), .prom or .txt")
+    return REPORT_EXT[ext]
+
+
+def output_options(formats, default: str, problems: bool = True):
+    """--format, -o/--output, --json (and --problems where there are results to filter), meaning the same on every
+    command that writes a report."""
+    def deco(f):
+        if problems:
+            f = click.option("--problems", is_flag=True,
+                             help="Show only warn/fail results (terminal, text, HTML; JSON/JUnit/Prometheus stay "
+                                  "whole).")(f)
+        f = click.option("--json", "as_json", is_flag=True, help="JSON (the same as --format json).")(f)
+        f = click.option("-o", "--output", type=click.Path(dir_okay=False),
+                         help="Write here (atomically) instead of stdout; format from --format, else the extension.")(f)
+        f = click.option("--format", "fmt", type=click.Choice(formats), default=None,
+                         help=f"Output format [default: {default}; with -o: from the file extension].")(f)
+        return f
+    return deco
+
+
+def pick_format(fmt, as_json: bool, output, formats, default: str) -> str:
+    """--json, else --format, else the extension of -o, else the default; contradictions are usage errors."""
+    if as_json:
+        if fmt not in (None, "json"):
+            raise UserError(f"--json and --format {fmt} ask for two formats", hint="give one of them")
+        return "json"
+    if fmt:
+        return fmt
+    if output:
+        import pathlib
+
+        by_ext = REPORT_EXT.get(pathlib.Path(output).suffix.lower())
+        if by_ext in formats:
+            return by_ext
+        return "text" if "text" in formats else default
+    return default
 
 
 def setup_logging(debug: bool, verbose: bool = False) -> None:
@@ -49,7 +121,9 @@ def setup_logging(debug: bool, verbose: bool = False) -> None:
 
 
 def root_options(f):
-    """--debug / --verbose on a root group, stored in ctx.obj."""
+    """--debug / --verbose / --no-color on a root group (debug and verbose stored in ctx.obj)."""
     f = click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")(f)
     f = click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")(f)
+    f = click.option("--no-color", is_flag=True, expose_value=False, is_eager=True, callback=_no_color,
+                     help="No ANSI colours, even on a terminal (also NO_COLOR=1).")(f)
     return f

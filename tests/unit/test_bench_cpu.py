@@ -39,10 +39,10 @@ def test_cli_train_on_cpu_in_a_child(tmp_path):
 
     out = tmp_path / "r.json"
     res = CliRunner().invoke(main, ["bench", "train", "--device", "cpu", "--model", "gpt-tiny", "--steps", "2",
-                                    "--warmup", "1", "--json", str(out)])
+                                    "--warmup", "1", "--save", str(out)])
     assert res.exit_code == 0, res.output
     assert "gpu.bench_train" in res.output and "gpt-tiny_tokens_per_s" in res.output
-    doc = json.loads(out.read_text())
+    doc = json.loads(out.read_text())["data"]["bench"]  # the report JSON keeps the raw runs
     assert doc["benchmarks"][0]["suite"] == "train" and doc["benchmarks"][0]["errors"] == []
 
 
@@ -52,9 +52,9 @@ def test_collectives_over_gloo_two_ranks(tmp_path):
 
     out = tmp_path / "n.json"
     res = CliRunner().invoke(main, ["bench", "nccl", "--min-bytes", "64K", "--max-bytes", "256K",
-                                    "--engine", "torch", "--backend", "gloo", "--json", str(out)])
+                                    "--engine", "torch", "--backend", "gloo", "--save", str(out)])
     assert res.exit_code == 0, res.output
-    b = json.loads(out.read_text())["benchmarks"][0]
+    b = json.loads(out.read_text())["data"]["bench"]["benchmarks"][0]
     assert b["info"]["backend"] == "gloo" and b["info"]["ranks"] == 2 and b["errors"] == []
     figs = {f["name"]: f for f in b["figures"]}
     assert sorted(figs) == ["all_gather", "all_reduce", "alltoall", "broadcast", "reduce_scatter"]
@@ -69,7 +69,7 @@ def test_gpu_suites_skip_without_cuda(tmp_path):
     from validator.cli import main
 
     for suite in ("bandwidth", "train", "nccl"):
-        res = CliRunner().invoke(main, ["bench", suite, "--json", str(tmp_path / "b.json")])
+        res = CliRunner().invoke(main, ["bench", suite, "--save", str(tmp_path / "b.json")])
         assert res.exit_code == 0, res.output
         assert "SKIP" in res.output and "no CUDA GPU" in res.output
 

@@ -139,7 +139,8 @@ def test_to_results_and_report_formats(cat, tmp_path):
     assert sorted(p.split("/")[-1] for p in files) == ["bench.json", "report.html", "report.json", "report.prom",
                                                         "report.txt", "report.xml"]
     assert "pcie.bench_host_copy" in (tmp_path / "report.xml").read_text()
-    assert "2950" in (tmp_path / "report.prom").read_text()
+    assert 'gpuforge_check_measured_bytes_per_second{host="vm",check="gpu.bench_mem_copy"' in \
+        (tmp_path / "report.prom").read_text() and "} 2.95e+12" in (tmp_path / "report.prom").read_text()  # 2950 GB/s
     html = (tmp_path / "report.html").read_text()
     assert "<svg" in html and "gpu.bench_mem_copy" in html
 

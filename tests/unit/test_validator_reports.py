@@ -59,7 +59,11 @@ def test_junit(report):
     root = ET.fromstring(render(report, "junit"))
     cases = root.findall(".//testcase")
     assert len(cases) == len(report.results)
-    assert root.get("failures") == "0" and int(root.get("skipped")) == 17
+    # The 4 warnings are visible to CI: failures of type "warning" (run exits 3 on them); no check failed.
+    assert root.get("failures") == "4" and int(root.get("skipped")) == 17
+    warned = [f for f in root.iter("failure") if f.get("type") == "warning"]
+    assert len(warned) == 4 and all(f.get("message").startswith("WARN: ") for f in warned)
+    assert not [f for f in root.iter("failure") if f.get("type") == "fail"]
     assert {s.get("name") for s in root.findall("testsuite")} >= {"gpu-validate.gpu", "gpu-validate.memory"}
 
 
@@ -119,7 +123,8 @@ def test_cli_report_rerender(h100_node, tmp_path):
     j = tmp_path / "r.json"
     runner.invoke(main, ["run", "--root", str(h100_node), "--format", "json", "-o", str(j)])
     res = runner.invoke(main, ["report", str(j), "--format", "html", "-o", str(tmp_path / "r.html")])
-    assert res.exit_code == 0 and "<svg" in (tmp_path / "r.html").read_text()
+    # report exits with the verdict as run does (warnings only: 3); --exit-status is still accepted
+    assert res.exit_code == 3 and "<svg" in (tmp_path / "r.html").read_text()
     res = runner.invoke(main, ["report", str(j), "--format", "text", "--exit-status"])
     assert res.exit_code == 3 and "BIOS checklist" in res.output
     (tmp_path / "bad.json").write_text('{"schema_version": 99}')

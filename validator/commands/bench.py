@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
+import textwrap
 import time
 
 import click
 
 from validator.atomic import check_writable, write_text
+from validator.clibase import format_for_path, output_options, pick_format
 from validator.bench import evaluate, suite
 from validator.bench.formulas import COLLECTIVES, parse_size
 from validator.bench.gpt import CONFIGS
 from validator.errors import UserError
+from validator.report.render import FORMATS, PROBLEMS, render, summary_line
+from validator.termtext import WIDTH
 
 _MARK = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
 
@@ -55,13 +58,15 @@ def _size(ctx, param, value):
 def common(f):
     f = click.option("--gpus", callback=_gpus, default="", help="GPU indices (default: all).")(f)
     f = click.option("--short", is_flag=True, help="The short version run at validation level full.")(f)
-    f = click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results as JSON here.")(f)
+    f = output_options(FORMATS, "term")(f)
     f = click.option("--out-dir", type=click.Path(file_okay=False),
                      help="Write every report format (report.json/.html/.xml/.prom/.txt) and bench.json here.")(f)
     f = click.option("--save", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
-                     help="Write the report here, format from the extension (.json .html .xml .prom .txt).")(f)
+                     help="Also write the report here, format from the extension (.json .html .xml .prom .txt).")(f)
     f = click.option("--stream", is_flag=True, help="Show the benchmark child's own output live.")(f)
     return f
+
+
 
 
 def _options(short: bool, **kw) -> suite.Options:
@@ -69,19 +74,26 @@ def _options(short: bool, **kw) -> suite.Options:
     return suite.Options.short(**kw) if short else suite.Options(**kw)
 
 
-def render_table(results) -> str:
-    rows = [("status", "check", "subject", "observed")]
-    for r in results:
-        rows.append((_MARK[r.status], r.id, r.subject, r.observed))
+def render_table(results, problems: bool = False) -> str:
+    """status / check / subject / observed, the observed text wrapped so every line fits 120 columns."""
+    shown = [r for r in results if not problems or r.status in PROBLEMS]
+    rows = [("status", "check", "subject", "observed")] + [(_MARK[r.status], r.id, r.subject, r.observed) for r in shown]
     w = [max(len(str(row[i])) for row in rows) for i in range(3)]
-    return "\n".join(f"{a:<{w[0]}}  {b:<{w[1]}}  {c:<{w[2]}}  {d}" for a, b, c, d in rows)
+    indent = w[0] + w[1] + w[2] + 6
+    lines = []
+    for a, b, c, d in rows:
+        text = textwrap.wrap(d, max(40, WIDTH - indent), break_on_hyphens=False) or [""]
+        lines.append(f"{a:<{w[0]}}  {b:<{w[1]}}  {c:<{w[2]}}  {text[0]}")
+        lines += [" " * indent + t for t in text[1:]]
+    if problems and not shown:
+        lines.append("no warnings or failures")
+    return "\n".join(lines)
 
 
-def _finish(names, o: suite.Options, json_path, out_dir, save=()) -> None:
-    from validator.commands.run import format_for_path
-
+def _finish(names, o: suite.Options, fmt, output, as_json, problems, out_dir, save=()) -> None:
+    fmt = pick_format(fmt, as_json, output, FORMATS, "term")
     save_fmts = [(p, format_for_path(p)) for p in save]  # a bad extension is a usage error before any work
-    for p in (*save, *([json_path] if json_path else []), *([os.path.join(out_dir, "bench.json")] if out_dir else [])):
+    for p in (*save, *([output] if output else []), *([os.path.join(out_dir, "bench.json")] if out_dir else [])):
         check_writable(p)  # an unwritable path is a usage error before minutes of benchmarks
     started, t0 = time.time(), time.perf_counter()
     from validator import events
@@ -92,26 +104,26 @@ def _finish(names, o: suite.Options, json_path, out_dir, save=()) -> None:
     results = []
     for run in rep.runs:
         results.extend(evaluate.to_results(run, catalog, rep.topology, duration_ms=run.seconds * 1e3))
-    click.echo(render_table(results))
-    for run in rep.runs:
-        click.echo(f"# {run.suite}: {run.seconds:.1f} s" + (f", skipped: {run.skipped}" if run.skipped else ""))
-    doc = {"benchmarks": [r.to_dict() for r in rep.runs], "results": [r.to_dict() for r in results],
-           "topology": None if rep.topology is None else {
-               "gpus": rep.topology.gpus, "links": {f"{a}-{b}": v for (a, b), v in rep.topology.links.items()}},
-           "seconds": round(time.perf_counter() - t0, 1)}
-    if json_path:
-        write_text(json_path, json.dumps(doc, indent=2, sort_keys=True))
-    if out_dir or save_fmts:
-        from validator.bench import report_out
+    from validator.bench import report_out
 
-        report = report_out.make_report(results, rep.runs, started, time.perf_counter() - t0)
-        for path, fmt in save_fmts:
-            report_out.save(path, report, fmt)
-        if out_dir:
-            report_out.write(out_dir, report, doc)
-    from validator.report.model import exit_code_for
-
-    sys.exit(exit_code_for(results))  # as `gpu-validate run`: 0 pass, 1 any fail, 3 warnings only
+    data = report_out.bench_data(rep.runs, rep.topology, time.perf_counter() - t0)
+    report = report_out.make_report(results, rep.runs, started, time.perf_counter() - t0, {"bench": data})
+    if fmt == "term":
+        text = render_table(results, problems) + "\n" + "".join(
+            f"# {run.suite}: {run.seconds:.1f} s" + (f", skipped: {run.skipped}" if run.skipped else "") + "\n"
+            for run in rep.runs)
+    else:
+        text = render(report, fmt, problems=problems)
+    if output:
+        write_text(output, text)
+        click.echo(summary_line(report), err=True)
+    else:
+        click.echo(text, nl=False)
+    for path, f in save_fmts:
+        report_out.save(path, report, f)
+    if out_dir:
+        report_out.write(out_dir, report, dict(data, results=[r.to_dict() for r in results]))
+    sys.exit(report.exit_code)  # as `gpu-validate run`: 0 pass, 1 any fail, 3 warnings only
 
 
 @click.group("bench")
@@ -123,10 +135,10 @@ def command():
 @common
 @click.option("--size", callback=_size, default="1G", show_default=True, help="Bytes per copy.")
 @click.option("--reps", type=click.IntRange(1, 1000), default=None, help="Timed repetitions (median taken).")
-def bandwidth(gpus, short, json_path, out_dir, save, stream, size, reps):
+def bandwidth(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, size, reps):
     """H2D/D2H pinned and pageable, both ways at once, device copy, P2P per pair; nvbandwidth too if installed."""
     _finish(["bandwidth"], _options(short, gpus=gpus, size_bytes=size, reps=reps, verbose=stream),
-            json_path, out_dir, save)
+            fmt, output, as_json, problems, out_dir, save)
 
 
 @command.command("gemm")
@@ -134,13 +146,13 @@ def bandwidth(gpus, short, json_path, out_dir, save, stream, size, reps):
 @click.option("--seconds", type=click.FloatRange(0.5, 36000), default=None, help="Seconds per dtype.")
 @click.option("--dtypes", callback=_csv, default="bf16,fp16,tf32,fp32,fp64", show_default=True)
 @click.option("--size", "n", type=click.IntRange(256, 65536), default=8192, show_default=True, help="n of n^3 GEMMs.")
-def gemm(gpus, short, json_path, out_dir, save, stream, seconds, dtypes, n):
+def gemm(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, seconds, dtypes, n):
     """Sustained GEMM on every GPU at once, gpu-burn style error check, NVML samples; gpu_burn/dcgmi if installed."""
     bad = [d for d in dtypes if d not in ("bf16", "fp16", "tf32", "fp32", "fp64")]
     if bad:
         raise UserError(f"--dtypes: unknown {', '.join(bad)}; known: bf16, fp16, tf32, fp32, fp64")
     _finish(["gemm"], _options(short, gpus=gpus, gemm_seconds=seconds, dtypes=tuple(dtypes), gemm_size=n,
-                               verbose=stream), json_path, out_dir, save)
+                               verbose=stream), fmt, output, as_json, problems, out_dir, save)
 
 
 @command.command("nccl")
@@ -152,13 +164,13 @@ def gemm(gpus, short, json_path, out_dir, save, stream, seconds, dtypes, n):
 @click.option("--engine", type=click.Choice(["auto", "torch", "nccl-tests"]), default="auto", show_default=True)
 @click.option("--backend", type=click.Choice(["nccl", "gloo"]), default="nccl", show_default=True,
               help="gloo: the same collectives between 2 CPU processes (a smoke test without GPUs).")
-def nccl(gpus, short, json_path, out_dir, save, stream, ops, min_bytes, max_bytes, factor, engine, backend):
+def nccl(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, ops, min_bytes, max_bytes, factor, engine, backend):
     """Collectives through torch.distributed (one process per GPU; torchrun/srun/mpirun aware); nccl-tests too."""
     bad = [x for x in ops if x not in COLLECTIVES]
     if bad:
         raise UserError(f"--ops: unknown {', '.join(bad)}; known: {', '.join(COLLECTIVES)}")
     _finish(["nccl"], _options(short, gpus=gpus, nccl_ops=tuple(ops), nccl_min=min_bytes, nccl_max=max_bytes,
-                               nccl_factor=factor, nccl_engine=engine, nccl_backend=backend, verbose=stream), json_path, out_dir, save)
+                               nccl_factor=factor, nccl_engine=engine, nccl_backend=backend, verbose=stream), fmt, output, as_json, problems, out_dir, save)
 
 
 @command.command("train")
@@ -171,15 +183,15 @@ def nccl(gpus, short, json_path, out_dir, save, stream, ops, min_bytes, max_byte
 @click.option("--engine", type=click.Choice(["builtin", "megatron"]), envvar="GPUFORGE_TRAIN_ENGINE",
               default="builtin", show_default=True, help="megatron: Megatron-LM when installed (NGC container).")
 @click.option("--compile/--no-compile", "compile_", default=True, show_default=True, help="torch.compile the blocks.")
-def train(gpus, short, json_path, out_dir, save, stream, model, steps, warmup, micro_batch, device, engine, compile_):
+def train(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, model, steps, warmup, micro_batch, device, engine, compile_):
     """GPT on synthetic tokens, bf16, SDPA: tokens/s, model TFLOP/s (Megatron formula), MFU vs dense peak."""
     _finish(["train"], _options(short, gpus=gpus, train_model=model, train_steps=steps, train_warmup=warmup,
                                 micro_batch=micro_batch, train_device=device, train_engine=engine,
-                                compile=compile_, verbose=stream), json_path, out_dir, save)
+                                compile=compile_, verbose=stream), fmt, output, as_json, problems, out_dir, save)
 
 
 @command.command("all")
 @common
-def all_(gpus, short, json_path, out_dir, save, stream):
+def all_(gpus, short, fmt, output, as_json, problems, out_dir, save, stream):
     """bandwidth, gemm, nccl and train in turn."""
-    _finish(list(suite.SUITES), _options(short, gpus=gpus, verbose=stream), json_path, out_dir, save)
+    _finish(list(suite.SUITES), _options(short, gpus=gpus, verbose=stream), fmt, output, as_json, problems, out_dir, save)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
+from validator.atomic import check_writable, write_text
 from validator.catalog import load_catalog
+from validator.clibase import output_options, pick_format
 from validator.detect import Detection, detect
 from validator.errors import UserError
 from validator.idlists import offered as shipped_offered
@@ -67,7 +69,7 @@ def render_text(d: Detection) -> str:
 @click.command("detect")
 @click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("/"),
               show_default=True, help="Read the node under this directory (a capture in tests).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (what the first-boot hook reads).")
+@output_options(("text", "json"), "text", problems=False)
 @click.option("--cuda", help="Plan for this CUDA version (default: the newest the chosen driver runs).")
 @click.option("--offer", "offers", multiple=True,
               help="Driver versions available to this node (repeat; default: every driver with shipped ID lists).")
@@ -75,7 +77,7 @@ def render_text(d: Detection) -> str:
               help="GPU catalog YAML (default: the packaged one).")
 @click.option("--strict", is_flag=True, help="Exit 1 when a GPU is unknown or no offered driver fits.")
 @click.pass_context
-def command(ctx, root, as_json, cuda, offers, catalog_path, strict):
+def command(ctx, root, fmt, output, as_json, cuda, offers, catalog_path, strict):
     """Detect NVIDIA GPUs, the loaded driver and kernel; recommend branch, flavour, CUDA and the kmod package.
 
     Exit 0 when detection ran (the JSON says whether a driver fits; the first-boot hook reads it), 2 on bad
@@ -89,7 +91,14 @@ def command(ctx, root, as_json, cuda, offers, catalog_path, strict):
         for v in offers:
             if not v.replace(".", "").isdigit():
                 raise UserError(f"--offer {v!r} is not a driver version", hint="like 550.163.01")
+    fmt = pick_format(fmt, as_json, output, ("text", "json"), "text")
+    if output:
+        check_writable(output)
     d = detect(root, cat, offered, cuda)
-    click.echo(json.dumps(d.to_dict(), indent=2) if as_json else render_text(d))
+    text = json.dumps(d.to_dict(), indent=2) if fmt == "json" else render_text(d)  # JSON: what the first-boot hook reads
+    if output:
+        write_text(output, text + "\n")
+    else:
+        click.echo(text)
     healthy = all(g.model is not None for g in d.gpus) and (d.plan is None or d.plan.ok)
     ctx.exit(0 if healthy or not strict else 1)

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
 from validator.atomic import check_writable, write_text
 from validator.checks.base import GROUPS, LEVELS
-from validator.errors import UserError
+from validator.clibase import format_for_path, output_options, pick_format
 from validator.report.render import FORMATS, render, summary_line, want_colour
-
-_EXT_FORMAT = {".json": "json", ".html": "html", ".htm": "html", ".xml": "junit", ".prom": "prom", ".txt": "text"}
-
-
-def format_for_path(path: str) -> str:
-    ext = Path(path).suffix.lower()
-    if ext not in _EXT_FORMAT:
-        raise UserError(f"--save {path}: cannot tell the format from {ext or 'no extension'}",
-                        hint="use .json, .html, .xml (JUnit), .prom or .txt")
-    return _EXT_FORMAT[ext]
-
 
 @click.command(name="run")
 @click.option("--level", type=click.Choice(LEVELS), default="quick", show_default=True,
@@ -31,9 +19,7 @@ def format_for_path(path: str) -> str:
 @click.option("--profile", "profile", metavar="FILE|NAME",
               help="Tuning profile (default: <root>/etc/gpuforge/tuning.yaml, else the packaged gpu-performance).")
 @click.option("--expect", metavar="NxMODEL", help='Expected GPU inventory, e.g. "8xH100" or "2xH200,1xL4".')
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="term", show_default=True,
-              help="Output format (term: coloured on a TTY, plain otherwise).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the output here (atomically).")
+@output_options(FORMATS, "term")
 @click.option("--save", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="Also write the report here, format from the extension (.json .html .xml .prom .txt); repeatable.")
 @click.option("--group", "groups", multiple=True, type=click.Choice(GROUPS), help="Only these groups (repeatable).")
@@ -42,10 +28,9 @@ def format_for_path(path: str) -> str:
 @click.option("--cuda-timeout", type=click.FloatRange(1, 3600), default=120, show_default=True,
               help="Seconds the CUDA child may take (standard level).")
 @click.option("--docker-image", metavar="IMAGE", help="Image for the `docker run --gpus all` check (default: a local CUDA image).")
-@click.option("--no-color", is_flag=True, help="No ANSI colours even on a TTY.")
 @click.option("--list-checks", is_flag=True, help="List the checks the level runs (id, group, level, title) and exit.")
-def command(level, root, profile, expect, fmt, output, save, groups, ids, no_nvml, cuda_timeout, docker_image, no_color,
-            list_checks):
+def command(level, root, profile, expect, fmt, output, as_json, problems, save, groups, ids, no_nvml, cuda_timeout,
+            docker_image, list_checks):
     """Validate a GPU node in 8 groups (cpu numa iommu pcie gpu memory kernel container).
 
     Exit status: 0 all pass, 1 any check failed, 3 warnings only, 2 usage error.
@@ -59,19 +44,20 @@ def command(level, root, profile, expect, fmt, output, save, groups, ids, no_nvm
             click.echo(f"{s.id:<28} {s.group:<9} {s.level:<8} {s.title}")
         return
 
+    fmt = pick_format(fmt, as_json, output, FORMATS, "term")
     save_fmts = [(p, format_for_path(p)) for p in save]  # bad extension: usage error before any work
     for p in (*save, *([output] if output else [])):  # an unwritable path too, not after minutes of checks
         check_writable(p)
     from validator.progress import RunProgress, is_tty
-    progress = RunProgress(sys.stderr, colour=not no_color and want_colour(sys.stderr)) if is_tty(sys.stderr) else None
+    progress = RunProgress(sys.stderr, colour=want_colour(sys.stderr)) if is_tty(sys.stderr) else None
     report = validate(root=root, level=level, profile=profile, expect=expect, groups=groups or None,
                       ids=ids or None, use_nvml=False if no_nvml else None, cuda_timeout=cuda_timeout,
                       docker_image=docker_image, progress=progress)
     for path, f in save_fmts:
         write_text(path, render(report, f))
     if output:
-        write_text(output, render(report, fmt, colour=False))
+        write_text(output, render(report, fmt, colour=False, problems=problems))
         click.echo(summary_line(report), err=True)
     else:
-        click.echo(render(report, fmt, colour=fmt == "term" and not no_color and want_colour(sys.stdout)), nl=False)
+        click.echo(render(report, fmt, colour=fmt == "term" and want_colour(sys.stdout), problems=problems), nl=False)
     sys.exit(report.exit_code)

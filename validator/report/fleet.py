@@ -13,6 +13,7 @@ from validator.checks.base import worst
 from validator.errors import UserError
 from validator.report.model import EXIT_FAIL, EXIT_PASS, EXIT_WARN, Report, load_report
 from validator.report.render import COLOUR, SYMBOL, _env
+from validator.termtext import WIDTH, fit_all
 
 
 @dataclass(frozen=True)
@@ -93,44 +94,67 @@ def load_fleet(directory) -> Fleet:
     return Fleet(tuple(reports), tuple(errors))
 
 
-def render_fleet_text(fleet: Fleet, symbols=SYMBOL) -> str:
+FLEET_FORMATS = ("text", "json", "html")
+PROBLEMS = ("fail", "warn")
+
+
+def _shown(fleet: Fleet, problems: bool):
+    """(label, file, report) of each host a human view shows: all, or with --problems those that warn or fail."""
+    rows = [(label, f, r) for label, (f, r) in zip(fleet.labels(), fleet.reports)]
+    return [x for x in rows if x[2].status in PROBLEMS] if problems else rows
+
+
+def render_fleet_text(fleet: Fleet, symbols=SYMBOL, problems: bool = False) -> str:
     fleet = fleet.map_text(textsafe.term)  # host names and file names from the reports reach a terminal
-    hosts = fleet.labels()
+    shown = _shown(fleet, problems)
+    hosts = [label for label, _, _ in shown]
     width = max([len(c) for c in fleet.check_ids] + [7])
-    hw = max([len(h) for h in hosts] + [4])
-    lines = [f"{'host':<{hw}}  status  pass warn fail skip"]
-    for label, (_f, r) in zip(hosts, fleet.reports):
+    hw = min(max([len(h) for h in hosts] + [4]), 80)
+    lines = [f" #  {'host':<{hw}}  status  pass warn fail skip"]
+    for i, (label, _f, r) in enumerate(shown):
         s = r.summary
-        lines.append(f"{label:<{hw}}  {symbols[r.status]} {r.status:<4}  {s['pass']:>4} {s['warn']:>4} {s['fail']:>4} {s['skip']:>4}")
-    lines.append("")
-    lines.append(f"{'check':<{width}}  " + " ".join(f"{i:>2}" for i in range(len(hosts))) + "   (columns: host # above)")
+        lines.append(f"{i:>2}  {label[:hw]:<{hw}}  {symbols[r.status]} {r.status:<4}  "
+                     f"{s['pass']:>4} {s['warn']:>4} {s['fail']:>4} {s['skip']:>4}")
+    rows = []
     for cid in fleet.check_ids:
-        cells = [fleet.cell(r, cid)[0] for _, r in fleet.reports]
-        if all(c in ("pass", "skip", "") for c in cells) and len(hosts) > 1:
+        cells = [fleet.cell(r, cid)[0] for _, _, r in shown]
+        quiet = all(c in ("pass", "skip", "") for c in cells)
+        if quiet and (len(hosts) > 1 or problems):
             continue  # the table shows what differs or is wrong; all-green rows are summarised below
-        lines.append(f"{cid:<{width}}  " + " ".join(f"{symbols[c] if c else ' ':>2}" for c in cells))
+        rows.append((cid, cells))
+    per_block = max(1, (WIDTH - width - 2) // 3)  # host columns that fit in 120 characters
+    for start in range(0, len(hosts), per_block) if rows else ():
+        block = range(start, min(start + per_block, len(hosts)))
+        lines += ["", f"{'check':<{width}}  " + " ".join(f"{i:>2}" for i in block) + "  <- host #"]
+        for cid, cells in rows:
+            lines.append(f"{cid:<{width}}  " + " ".join(f"{symbols[cells[i]] if cells[i] else ' ':>2}" for i in block))
     ok_rows = sum(all(fleet.cell(r, cid)[0] in ("pass", "skip", "") for _, r in fleet.reports) for cid in fleet.check_ids)
-    lines.append(f"({ok_rows} checks pass or skip on every host)" if len(hosts) > 1 else "")
+    if len(fleet.reports) > 1:
+        lines.append(f"({ok_rows} checks pass or skip on every host)")
+    if problems and not shown:
+        lines.append("no host warns or fails")
     for e in fleet.errors:
         lines.append(f"unreadable: {e}")
     for h, files in fleet.duplicate_hosts.items():
         lines.append(f"duplicate host: {h} has {len(files)} reports ({', '.join(files)}); each is shown as its own column")
     c = Counter(r.status for _, r in fleet.reports)
-    lines.append(f"{len(hosts)} hosts: {c.get('pass', 0)} pass, {c.get('warn', 0)} warn, {c.get('fail', 0)} fail"
+    lines.append(f"{len(fleet.reports)} hosts: {c.get('pass', 0)} pass, {c.get('warn', 0)} warn, {c.get('fail', 0)} fail"
                  + (f", {len(fleet.errors)} unreadable reports" if fleet.errors else ""))
-    return "\n".join(lines) + "\n"
+    return "\n".join(fit_all(lines)) + "\n"
 
 
-def render_fleet_html(fleet: Fleet) -> str:
+def render_fleet_html(fleet: Fleet, problems: bool = False) -> str:
+    shown = _shown(fleet, problems)
     hosts = [{"host": label, "file": f, "status": r.status,
-              "summary": ", ".join(f"{v} {k}" for k, v in r.summary.items())}
-             for label, (f, r) in zip(fleet.labels(), fleet.reports)]
+              "summary": ", ".join(f"{v} {k}" for k, v in r.summary.items())} for label, f, r in shown]
     rows = []
     for cid in fleet.check_ids:
-        cells = [dict(zip(("status", "observed"), fleet.cell(r, cid))) for _, r in fleet.reports]
+        cells = [dict(zip(("status", "observed"), fleet.cell(r, cid))) for _, _, r in shown]
+        if problems and not any(c["status"] in PROBLEMS for c in cells):
+            continue
         rows.append({"id": cid, "cells": cells})
     totals = Counter(r.status for _, r in fleet.reports)
-    n = max(1, len(hosts))
+    n = max(1, len(fleet.reports))
     bar, x = [], 0.0
     for st in ("fail", "warn", "pass"):
         if totals.get(st):
@@ -142,9 +166,10 @@ def render_fleet_html(fleet: Fleet) -> str:
                                                        colour=COLOUR, symbol=SYMBOL)
 
 
-def render_fleet(fleet: Fleet, fmt: str) -> str:
+def render_fleet(fleet: Fleet, fmt: str, problems: bool = False) -> str:
+    """text / json / html; `problems` keeps the hosts and checks that warn or fail (text, html; JSON stays whole)."""
     if fmt == "html":
-        return render_fleet_html(fleet)
+        return render_fleet_html(fleet, problems)
     if fmt == "json":
         return json.dumps(fleet.to_dict(), indent=2) + "\n"
-    return render_fleet_text(fleet)
+    return render_fleet_text(fleet, problems=problems)
