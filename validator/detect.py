@@ -26,6 +26,7 @@ R_CURRENT_FITS = "current-driver-fits"
 _NVRM = re.compile(r"NVRM version:.*?\s(\d{3}\.\d+(?:\.\d+)?)\s")
 _VERSION = re.compile(r"^\d{3}\.\d+(?:\.\d+)?$")
 _LINUX_VERSION = re.compile(r"^Linux version (\S+)")
+_RELEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")  # what `uname -r` prints
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,14 @@ def read_loaded_driver(root: Path) -> LoadedDriver:
 def read_kernel(root: Path) -> Optional[str]:
     """The running kernel release (uname -r): proc/sys/kernel/osrelease, else the 'Linux version' line."""
     text = _read(root, "proc/sys/kernel/osrelease")
-    if text and text.strip():
+    if text and _RELEASE.match(text.strip()):
         return text.strip()
     text = _read(root, "proc/version")
     if text:
-        m = _LINUX_VERSION.match(text.strip())
-        if m:
+        m = _LINUX_VERSION.match(text.strip()[:4096])
+        if m and _RELEASE.match(m.group(1)):
             return m.group(1)
-    return None
+    return None  # unreadable, or a release no kernel prints (it would reach apt and modinfo as an argument)
 
 
 @dataclass(frozen=True)

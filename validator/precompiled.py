@@ -69,12 +69,47 @@ def parse_stanzas(text: str) -> List[Dict[str, str]]:
     return out
 
 
+# What each field of a kmod package may hold. They reach apt-get, modinfo and depmod as argv and a pin file as
+# lines: a repository (or a capture) whose Packages file says "--allow-unauthenticated" or holds a newline must
+# not be able to add an option or a line; such a stanza is skipped with a warning.
+_FIELD_RULES = {
+    "name": re.compile(r"^[a-z0-9][a-z0-9+.-]{1,200}$"),
+    "version": re.compile(r"^[0-9][A-Za-z0-9.+~:-]{0,100}$"),
+    "driver": re.compile(r"^\d{3}\.\d+(\.\d+)?$"),
+    "flavour": re.compile(r"^(open|proprietary)$"),
+    "kernel": re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$"),
+    "module": re.compile(r"^[A-Za-z0-9_-]{1,64}$"),
+}
+
+
+def check_package(p: KmodPackage) -> Optional[str]:
+    """None when every field is well-formed, else which one is not (for a warning or an error)."""
+    for name, rule in _FIELD_RULES.items():
+        if not rule.match(getattr(p, name)):
+            return f"{name} {getattr(p, name)[:80]!r}"
+    bad = next((v for v in p.exact if not _FIELD_RULES["version"].match(v)), None)
+    return f"exact version {bad[:80]!r}" if bad else None
+
+
+def check_kernel(kernel: str) -> str:
+    """A kernel release as `uname -r` prints it; anything else (a leading '-', spaces) is a UserError."""
+    if not _FIELD_RULES["kernel"].match(kernel or ""):
+        raise UserError(f"kernel release {kernel!r} is not one `uname -r` could print",
+                        hint="letters, digits and . _ + ~ - (not starting with -)")
+    return kernel
+
+
 def _from_stanza(s: Dict[str, str], installed: bool = False) -> Optional[KmodPackage]:
     if not s.get("Package", "").startswith(PREFIX) or "Gpuforge-Kernel" not in s:
         return None
-    exact = tuple(sorted(set(re.findall(r"\(= ([^)\s]+)\)", s.get("Depends", "")))))
-    return KmodPackage(s["Package"], s.get("Version", ""), s.get("Gpuforge-Driver", ""), s.get("Gpuforge-Flavour", ""),
-                       s["Gpuforge-Kernel"], installed, s.get("Gpuforge-Module", "nvidia-current"), exact)
+    exact = tuple(sorted(set(re.findall(r"\(= ([^)\s]+)\)", s.get("Depends", "")[:10000]))))
+    p = KmodPackage(s["Package"], s.get("Version", ""), s.get("Gpuforge-Driver", ""), s.get("Gpuforge-Flavour", ""),
+                    s["Gpuforge-Kernel"], installed, s.get("Gpuforge-Module", "nvidia-current"), exact)
+    why = check_package(p)
+    if why:
+        log.warning("ignoring kmod package stanza %r: malformed %s", s.get("Package", "")[:80], why)
+        return None
+    return p
 
 
 def package_from_control(text: str) -> KmodPackage:
@@ -234,7 +269,10 @@ def install(pkg: KmodPackage, root: Path = Path("/"), run: Runner = subp.run, ac
             deb: Optional[str] = None) -> str:
     """Pin the matching user space, apt-get install the exact package version (its Conflicts swap out another
     kmod for this kernel), depmod, and check that modinfo resolves the module."""
-    # Validate the local state first, then act: nothing below may fail on a corrupt file after apt has run.
+    # Validate the input and the local state first, then act: nothing below may fail after apt has run.
+    why = check_package(pkg)
+    if why:
+        raise UserError(f"refusing to install {pkg.name[:80]!r}: malformed {why}")
     history = load_history(root)
     pin = Path(root) / PIN_FILE
     before = userfile.read_text(pin, "apt preferences file") if os.path.lexists(pin) else None

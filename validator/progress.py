@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from typing import Dict, List, Optional, Sequence, TextIO
 
+from validator import textsafe
 from validator.report.render import ANSI, SYMBOL
 from validator.termtext import WIDTH
 
@@ -50,7 +51,7 @@ class RunProgress(NoProgress):
         return ANSI[key] if self.colour else ""
 
     def _ticker(self, text: str) -> None:
-        self.stream.write(_CLEAR + text[:WIDTH - 1])
+        self.stream.write(_CLEAR + textsafe.term(text)[:WIDTH - 1])  # benchmark events carry GPU names
         self.stream.flush()
 
     def start(self, level: str, specs: Sequence) -> None:
@@ -133,5 +134,5 @@ class BenchProgress:
                        f"{_num(ev.get('value')):>8} {ev.get('unit', '')}{detail}")
 
     def _line(self, text: str) -> None:
-        self.stream.write(text[:WIDTH] + "\n")
+        self.stream.write(textsafe.term(text)[:WIDTH] + "\n")
         self.stream.flush()

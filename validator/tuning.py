@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -236,6 +237,6 @@ def resolve_profile(root: Union[str, Path] = "/", explicit: Optional[Union[str, 
             return load_profile(p)
         return packaged_profile(str(explicit))
     node_copy = Path(root) / NODE_PROFILE_PATH.lstrip("/")
-    if node_copy.is_file():
+    if os.path.lexists(node_copy):  # there but a FIFO, a folder, a dangling link: say so, never judge by another
         return load_profile(node_copy)
     return packaged_profile(DEFAULT_PROFILE)

@@ -229,7 +229,7 @@ _scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_na
 _json = st.recursive(_scalars, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(max_size=8), c, max_size=4)),
                      max_leaves=25)
 _FIELDS = ["schema_version", "host", "level", "results", "duration_s", "gpus", "live", "metric", "status", "observed",
-           "bios_checklist", "tool", "started"]
+           "bios_checklist", "tool", "started", "data"]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -110,3 +111,44 @@ def test_fifo_among_apt_lists_does_not_block(node):  # noqa: F811
     status.unlink()
     os.mkfifo(status)
     assert precompiled.installed(node) == []
+
+
+EVIL_STANZAS = [
+    ("option as version", {"Version": "--allow-unauthenticated"}),
+    ("option as name", {"Package": "gpuforge-nvidia-kmod--o=APT::Get::AllowUnauthenticated=1"}),
+    ("continued version", {"Version": "1\n Pin-Priority: 1001"}),
+    ("space in kernel", {"Gpuforge-Kernel": "6.1.0 -k /tmp/evil"}),
+    ("dash kernel", {"Gpuforge-Kernel": "-a"}),
+    ("bad flavour", {"Gpuforge-Flavour": "open;rm"}),
+    ("bad driver", {"Gpuforge-Driver": "550.163.01 --purge"}),
+    ("escape in module", {"Gpuforge-Module": "nvidia\x1b[2J"}),
+]
+
+
+@pytest.mark.parametrize("case,fields", EVIL_STANZAS, ids=[c for c, _ in EVIL_STANZAS])
+def test_malformed_apt_stanza_never_reaches_apt(node, case, fields):  # noqa: F811
+    base = {"Package": "gpuforge-nvidia-kmod-proprietary-999.1.1-" + ABI, "Version": "999.1.1-1",
+            "Gpuforge-Driver": "999.1.1", "Gpuforge-Flavour": "proprietary", "Gpuforge-Kernel": ABI}
+    base.update(fields)
+    stanza = "".join(f"{k}: {v}\n" for k, v in base.items())
+    (node / precompiled.APT_LISTS / "evil_Packages").write_text(stanza)
+    names = [p.name for p in precompiled.available(node)]
+    assert base["Package"] not in names and not any("999" in n for n in names)
+
+
+def test_hand_made_package_with_an_option_as_name_is_refused_before_apt(node):  # noqa: F811
+    bad = precompiled.KmodPackage("-o", "1", "550.163.01", "proprietary", ABI)
+    run = FakeRun()
+    with pytest.raises(GpuforgeError, match="malformed name"):
+        precompiled.install(bad, node, run)
+    assert run.calls == []
+
+
+@pytest.mark.parametrize("release", ["-a", "6.1 --evil", "\x1b]0;x\x07", "", "a" * 300])
+def test_kernel_release_that_no_kernel_prints_is_unknown(node, release):  # noqa: F811
+    from validator.detect import read_kernel
+    (node / "proc/sys/kernel").mkdir(parents=True, exist_ok=True)
+    (node / "proc/sys/kernel/osrelease").write_text(release + "\n")
+    (node / "proc/version").write_text(f"Linux version {release} (gcc)\n")
+    got = read_kernel(node)
+    assert got != release and (got is None or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}", got)), got
