@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from validator import atomic, subp, userfile
-from validator.errors import ConfigError, GpuforgeError, UserError
+from validator.errors import CommandError, ConfigError, GpuforgeError, UserError
 from validator.schema import Reader
 from validator.pkgname import PREFIX
 
@@ -123,9 +123,17 @@ def package_from_control(text: str) -> KmodPackage:
 
 def read_deb(path: str, run: Runner = subp.run) -> KmodPackage:
     """The kmod package a local .deb file holds (its control fields)."""
-    if not Path(path).is_file():
-        raise UserError(f"no such .deb: {path}")
-    return package_from_control(run(["dpkg-deb", "-f", str(path)], timeout=60).stdout)
+    head = userfile.read_bytes(path, ".deb file", 8, head=True)  # missing, a FIFO, a folder: says which
+    if head != b"!<arch>\n":  # every .deb is an ar archive: do not hand anything else to dpkg-deb
+        raise UserError(f"{path}: not a Debian package (.deb is an ar archive starting with '!<arch>')")
+    try:
+        control = run(["dpkg-deb", "-f", str(path)], timeout=60).stdout
+    except CommandError as e:
+        raise UserError(f"{path}: dpkg-deb cannot read it: {e.message.splitlines()[0]}") from None
+    try:
+        return package_from_control(control)
+    except UserError as e:
+        raise UserError(f"{path}: {e.message}") from None
 
 
 def _node_text(path: Path) -> Optional[str]:

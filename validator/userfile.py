@@ -41,8 +41,10 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
-def read_bytes(path: Union[str, Path], what: str = "file", max_bytes: Optional[int] = None) -> bytes:
-    """The bytes of a regular file of at most max_bytes; O_NONBLOCK so a FIFO or device never blocks the open."""
+def read_bytes(path: Union[str, Path], what: str = "file", max_bytes: Optional[int] = None,
+               head: bool = False) -> bytes:
+    """The bytes of a regular file of at most max_bytes; O_NONBLOCK so a FIFO or device never blocks the open.
+    With head=True, the first max_bytes bytes of a file of any size (a magic number)."""
     path = str(path)
     max_bytes = MAX_BYTES if max_bytes is None else max_bytes
     expected = f"a readable {what}"
@@ -56,8 +58,8 @@ def read_bytes(path: Union[str, Path], what: str = "file", max_bytes: Optional[i
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise UnreadableFile(path, f"a regular {what}", f"it is {_kind(st.st_mode)}")
-        if st.st_size > max_bytes:
-            raise UnreadableFile(path, f"a {what} of at most {_size(max_bytes)}", f"it holds {_size(st.st_size)}")
+        if st.st_size > max_bytes and not head:
+            raise UnreadableFile(path, f"{_a(what)} of at most {_size(max_bytes)}", f"it holds {_size(st.st_size)}")
         chunks, total = [], 0
         while total <= max_bytes:  # /proc-like files report size 0: stop at the cap all the same
             chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
@@ -65,9 +67,9 @@ def read_bytes(path: Union[str, Path], what: str = "file", max_bytes: Optional[i
                 break
             chunks.append(chunk)
             total += len(chunk)
-        if total > max_bytes:
-            raise UnreadableFile(path, f"a {what} of at most {_size(max_bytes)}", "it holds more")
-        return b"".join(chunks)
+        if total > max_bytes and not head:
+            raise UnreadableFile(path, f"{_a(what)} of at most {_size(max_bytes)}", "it holds more")
+        return b"".join(chunks)[:max_bytes]
     except OSError as e:
         raise UnreadableFile(path, expected, e.strerror or str(e)) from None
     finally:
@@ -79,11 +81,11 @@ def read_text(path: Union[str, Path], what: str = "text file", max_bytes: Option
     data = read_bytes(path, what, max_bytes)
     nul = data.find(b"\0")
     if nul >= 0:
-        raise ConfigError(str(path), f"byte {nul}", f"a {what} (UTF-8 text)", "binary data (a NUL byte)")
+        raise ConfigError(str(path), f"byte {nul}", f"{_a(what)} (UTF-8 text)", "binary data (a NUL byte)")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ConfigError(str(path), f"byte {e.start}", f"a {what} in UTF-8",
+        raise ConfigError(str(path), f"byte {e.start}", f"{_a(what)} in UTF-8",
                           f"byte 0x{data[e.start]:02x}, not UTF-8") from None
 
 
@@ -135,6 +137,10 @@ def parse_json(text: str, source: str) -> Any:
 def load_json(path: Union[str, Path], what: str = "JSON file", max_bytes: Optional[int] = None) -> Any:
     """Read and parse a JSON file of sane size and shape."""
     return parse_json(read_text(path, what, max_bytes), str(path))
+
+
+def _a(what: str) -> str:
+    return ("an " if what[:1].lower() in "aeiou" else "a ") + what
 
 
 def _size(n: int) -> str:

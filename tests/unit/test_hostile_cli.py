@@ -135,3 +135,67 @@ def test_hostile_file_to_cli_is_exit_2(tmp_path, cmd, cli, argv, case, content):
         assert_clean(res, res.exit_code)
         return
     assert_clean(res, 2, [f.name])
+
+
+# ---- odd arguments: exit 2 with a message that says what is wrong -------------------------------------------
+
+USAGE_CASES = [
+    # (id, cli, argv ({t} = a temp folder holding 'f' (a file), 'fifo', 'bad.yaml', 'list.yaml'), text in output)
+    ("run --root FILE", gpu_validate, ["run", "--root", "{t}/f"], "is a file"),
+    ("run --expect ,", gpu_validate, ["run", "--root", H100, "--expect", ","], "COUNTxMODEL"),
+    ("run --expect huge", gpu_validate, ["run", "--root", H100, "--expect", "99999999999999999999xH100"], "out of range"),
+    ("run --expect 8x", gpu_validate, ["run", "--root", H100, "--expect", "8x"], "known GPUs"),
+    ("run --expect escape", gpu_validate, ["run", "--root", H100, "--expect", "\x1b[2J"], "known GPUs"),
+    ("run --profile NUL", gpu_validate, ["run", "--root", H100, "--profile", "gpu-performance\x00"], "known"),
+    ("run --profile FIFO", gpu_validate, ["run", "--root", H100, "--profile", "{t}/fifo"], "FIFO"),
+    ("run --profile DIR", gpu_validate, ["run", "--root", H100, "--profile", "{t}"], "directory"),
+    ("run --save empty", gpu_validate, ["run", "--root", H100, "--save", ""], "cannot tell the format"),
+    ("run --save FILE/x.json", gpu_validate, ["run", "--root", H100, "--save", "{t}/f/x.json"], "not a folder"),
+    ("run --check [", gpu_validate, ["run", "--root", H100, "--check", "["], "no check has this id"),
+    ("run --check other group", gpu_validate, ["run", "--root", H100, "--group", "cpu", "--check", "gpu.count"],
+     "not in --group"),
+    ("detect --catalog bad", gpu_validate, ["detect", "--root", H100, "--catalog", "{t}/bad.yaml"], "UTF-8"),
+    ("detect --catalog FIFO", gpu_validate, ["detect", "--root", H100, "--catalog", "{t}/fifo"], "FIFO"),
+    ("detect --cuda abc", gpu_validate, ["detect", "--root", H100, "--cuda", "abc"], "known"),
+    ("report FIFO", gpu_validate, ["report", "{t}/fifo"], "FIFO"),
+    ("report DIR", gpu_validate, ["report", "{t}"], "directory"),
+    ("fleet FILE", gpu_validate, ["fleet", "{t}/f"], "is a file"),
+    ("fleet FIFO", gpu_validate, ["fleet", "{t}/fifo"], "not a directory"),
+    ("fleet empty", gpu_validate, ["fleet", "{t}/empty"], "no *.json reports"),
+    ("baselines --catalog list", gpu_validate, ["baselines", "list", "--catalog", "{t}/list.yaml"], "mapping"),
+    ("baselines info typo", gpu_validate, ["baselines", "info", "H1000"], "did you mean"),
+    ("drivers rollback --to escape", gpu_validate,
+     ["drivers", "rollback", "--root", H100, "--kernel", "6.1.0-54-cloud-amd64", "--to", "\x1b", "--dry-run"],
+     "drivers list"),
+    ("bench nccl --ops", gpu_validate, ["bench", "nccl", "--ops", "nonsense"], "unknown nonsense"),
+    ("bench nccl --min-bytes 1Z", gpu_validate, ["bench", "nccl", "--min-bytes", "1Z"], "not a size"),
+    ("matrix --config FIFO", gpuforge, ["matrix", "--config", "{t}/fifo"], "FIFO"),
+    ("matrix --config list", gpuforge, ["matrix", "--config", "{t}/list.yaml"], "mapping"),
+    ("compat --gpu empty", gpuforge, ["compat", "--gpu", ""], "known GPUs"),
+    ("compat --cuda x.y", gpuforge, ["compat", "--gpu", "H100", "--cuda", "x.y"], "known"),
+    ("compat --gpu escape", gpuforge, ["compat", "--gpu", "\x1b[2J"], "known GPUs"),
+    ("compat --catalog DIR", gpuforge, ["compat", "--gpu", "H100", "--catalog", "{t}"], "gpus.yaml"),
+    ("build images list", gpuforge, ["build", "images", "{t}/list.yaml"], "mapping"),
+    ("build images empty name", gpuforge, ["build", "images", ""], "known images"),
+    ("build images path escape", gpuforge, ["build", "images", "../../etc/passwd"], "known images"),
+    ("build drivers --shard", gpuforge, ["build", "drivers", "--shard", "0/0"], "--shard"),
+    ("build drivers bad config", gpuforge, ["build", "drivers", "--config", "{t}/bad.yaml"], "UTF-8"),
+]
+
+
+@pytest.fixture
+def odd_dir(tmp_path):
+    import os
+    (tmp_path / "f").write_text("x")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "bad.yaml").write_bytes(b"\xff\xfe")
+    (tmp_path / "list.yaml").write_text("- a\n")
+    (tmp_path / "empty").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("case,cli,argv,says", USAGE_CASES, ids=[c[0] for c in USAGE_CASES])
+def test_odd_arguments_are_exit_2(odd_dir, case, cli, argv, says):
+    res = invoke(cli, [str(a).replace("{t}", str(odd_dir)) for a in argv])
+    assert_clean(res, 2, [says])
+    assert "\x1b[2J" not in res.output  # a value echoed back is escaped

@@ -152,3 +152,21 @@ def test_kernel_release_that_no_kernel_prints_is_unknown(node, release):  # noqa
     (node / "proc/version").write_text(f"Linux version {release} (gcc)\n")
     got = read_kernel(node)
     assert got != release and (got is None or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}", got)), got
+
+
+@pytest.mark.parametrize("kind", ["text", "fifo", "dir", "missing", "empty", "elf"])
+def test_deb_that_is_no_deb_is_exit_2_without_running_dpkg(node, tmp_path, kind):  # noqa: F811
+    deb = tmp_path / "x.deb"
+    if kind == "text":
+        deb.write_text("not a package\n")
+    elif kind == "fifo":
+        os.mkfifo(deb)
+    elif kind == "dir":
+        deb.mkdir()
+    elif kind == "empty":
+        deb.write_bytes(b"")
+    elif kind == "elf":
+        deb.write_bytes(b"\x7fELF" + bytes(100))
+    res = CliRunner().invoke(main, ["drivers", "install", "--root", str(node), "--kernel", ABI, "--deb", str(deb),
+                                    "--dry-run"])
+    assert res.exit_code == 2 and str(deb) in res.output and "Traceback" not in res.output, res.output
