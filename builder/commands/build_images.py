@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 @click.option("--security-mirror", default=lambda: os.environ.get("GPUFORGE_SECURITY_MIRROR", DEFAULT_SECURITY_MIRROR),
               show_default="$GPUFORGE_SECURITY_MIRROR or deb.debian.org/debian-security")
 @click.option("--apt-dir", type=click.Path(file_okay=False), default=None, help="Builder apt repo with kmod .debs (default: <dist>/apt).")
-@click.option("--force", is_flag=True, help="Rebuild even when the cache key matches.")
+@click.option("--rebuild", "force", is_flag=True, help="Ignore the cache: build even when the key matches.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON.")
 def command(names, all_, dist, mirror, security_mirror, apt_dir, force, as_json):
     """Build golden images (default: the image named 'default'). An unchanged definition is not rebuilt."""

@@ -3,23 +3,24 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
+import enum
 import json
 import logging
 import os
+import shlex
 import shutil
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from builder import cache, steps
 from builder.digest import sha256_file
 from builder.images import disk, netboot, refs, stage
 from builder.images.definition import ImageDef
 from builder.images.validator_deb import build_validator_deb, source_hash
+from builder.lock import FileLock
 from validator import subp
 from validator.atomic import write_text
 from validator.errors import CommandError, GpuforgeError, UserError
@@ -39,12 +40,19 @@ DPKG_EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", 
 DPKG_INCLUDES = ("/usr/share/doc/*/copyright", "/usr/share/locale/locale.alias")
 
 
+class DriverStatus(str, enum.Enum):
+    INSTALLED = "installed"  # the one driver: installed in the image
+    CARRIED = "carried"  # one of several: its .deb is in the image, the first-boot hook installs the GPU's one
+    ABSENT = "absent"  # not built yet: the image goes without it (said in the manifest)
+    PENDING = "pending"  # found, installed or carried once all are known
+
+
 @dataclass(frozen=True)
 class DriverPlan:
     ref: str
     flavour: str
     package: str  # kmod package name for this kernel
-    status: str  # installed | carried | absent
+    status: DriverStatus
     deb: Optional[str] = None  # file in the builder's apt repo
     reason: str = ""
 
@@ -66,30 +74,21 @@ class Context:
     mirror: str = DEFAULT_MIRROR
     security_mirror: str = DEFAULT_SECURITY_MIRROR
     apt_dir: Optional[Path] = None  # the builder's apt repo (dist/apt)
-    force: bool = False
+    force: bool = False  # --rebuild: ignore the cache
     timings: dict = field(default_factory=dict)
+    last_timings: dict = field(default_factory=dict)  # step -> seconds of the last build (ETA on a TTY)
 
     @property
     def images_dir(self) -> Path:
         return self.dist / "images"
 
 
-def say(fmt: str, *args) -> None:
-    """Progress for the operator (stderr, like the driver builds), not a log warning."""
-    print("gpuforge: " + (fmt % args if args else fmt), file=sys.stderr, flush=True)
+say = steps.say
 
 
-@contextlib.contextmanager
 def step(ctx: Context, title: str):
-    """A timed, logged build step (mkosi style)."""
-    say("==> %s", title)
-    t0 = time.monotonic()
-    try:
-        yield
-    finally:
-        dt = time.monotonic() - t0
-        ctx.timings[title] = round(dt, 1)
-        say("    %s: %.1fs", title, dt)
+    """A timed build step (builder.steps: ticker with the last build's time on a TTY) recorded in ctx.timings."""
+    return steps.step(title, ctx.timings, ctx.last_timings.get(title))
 
 
 # ------------------------------------------------------------------------------------------- resolve
@@ -124,22 +123,18 @@ def resolve(image: ImageDef, ctx: Context) -> Resolved:
         pkg = kmod_package_name(d.version, flavour, kernel.abi)
         deb = _find_kmod_deb(ctx.apt_dir, pkg)
         if deb is None:
-            plans.append(DriverPlan(ref, flavour, pkg, "absent", None,
+            plans.append(DriverPlan(ref, flavour, pkg, DriverStatus.ABSENT, None,
                                     f"no {pkg} in {ctx.apt_dir}: run `gpuforge build drivers` for kernel {kernel.abi}"))
         else:
-            plans.append(DriverPlan(ref, flavour, pkg, "pending", str(deb)))
+            plans.append(DriverPlan(ref, flavour, pkg, DriverStatus.PENDING, str(deb)))
     present = [p for p in plans if p.deb]
     # One driver: install it now. Several: carry them all; the first-boot hook installs the one the GPU needs.
-    mode = "installed" if len(present) == 1 else "carried"
+    mode = DriverStatus.INSTALLED if len(present) == 1 else DriverStatus.CARRIED
     plans = [p if not p.deb else DriverPlan(p.ref, p.flavour, p.package, mode, p.deb) for p in plans]
     return Resolved(image, kernel, tuning, tuple(plans))
 
 
 # ------------------------------------------------------------------------------------------- cache
-
-
-def _sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def cache_inputs(res: Resolved, ctx: Context) -> dict:
@@ -161,32 +156,42 @@ def cache_inputs(res: Resolved, ctx: Context) -> dict:
     }
 
 
-def cache_key(inputs: dict) -> str:
-    return _sha256_text(json.dumps(inputs, sort_keys=True))
+cache_key = cache.cache_key
+
+
+def _read_manifest(out_dir: Path) -> Optional[dict]:
+    try:
+        m = json.loads((out_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) else None
+
+
+def manifest_entry(out_dir: Path) -> Optional[cache.CacheEntry]:
+    """The image manifest seen as a cache entry: key, inputs, and the image files as artifacts."""
+    m = _read_manifest(out_dir)
+    try:
+        return cache.CacheEntry(m["image"], m["cache_key"], m.get("inputs") or {}, cache.CacheStatus.BUILT,
+                                tuple(cache.Artifact(name, int(i["size"]), str(i["sha256"]))
+                                      for name, i in m.get("files", {}).items()),
+                                seconds=float(m.get("build_seconds", 0.0)), steps=tuple(m.get("steps", {}).items())) \
+            if m else None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def cached_manifest(out_dir: Path, key: str) -> Optional[dict]:
-    """The existing manifest when its key matches and every file it lists is there with its size."""
-    mpath = out_dir / "manifest.json"
-    try:
-        m = json.loads(mpath.read_text())
-    except (OSError, ValueError):
+    """The existing manifest when its key matches and every file it lists is there with its size (GBs: no re-hash)."""
+    entry = manifest_entry(out_dir)
+    if entry is None or entry.key != key or not entry.intact(out_dir, deep=False):
         return None
-    if m.get("cache_key") != key:
-        return None
-    for name, info in m.get("files", {}).items():
-        p = out_dir / name
-        if not p.is_file() or p.stat().st_size != info.get("size"):
-            return None
-    return m
+    return _read_manifest(out_dir)
 
 
-def changed_inputs(out_dir: Path, inputs: dict) -> list:
-    try:
-        old = json.loads((out_dir / "manifest.json").read_text()).get("inputs", {})
-    except (OSError, ValueError):
-        return ["(no previous build)"]
-    return sorted(k for k in set(old) | set(inputs) if old.get(k) != inputs.get(k))
+def changed_inputs(out_dir: Path, inputs: dict) -> tuple:
+    """What differs from the last build of this image, in the one shape of builder.cache."""
+    entry = manifest_entry(out_dir)
+    return cache.changed_inputs(entry.inputs if entry else None, inputs)
 
 
 # ------------------------------------------------------------------------------------------- steps
@@ -206,7 +211,7 @@ def userspace_pins(res: Resolved, ctx: Context) -> tuple:
     """nvidia-smi=V libcuda1=V ... from the installed kmod package's Depends (exact '=' relations only)."""
     pins = []
     for p in res.drivers:
-        if p.status != "installed":
+        if p.status is not DriverStatus.INSTALLED:
             continue
         depends = subp.run(["dpkg-deb", "-f", p.deb, "Depends"], timeout=60).stdout
         for rel in depends.split(","):
@@ -226,7 +231,7 @@ def make_stage(res: Resolved, ctx: Context, work: Path) -> Path:
     for p in res.drivers:
         if p.deb:
             shutil.copy2(p.deb, st / "debs" / Path(p.deb).name)
-            (install if p.status == "installed" else carry).append(Path(p.deb).name)
+            (install if p.status is DriverStatus.INSTALLED else carry).append(Path(p.deb).name)
     info = json.dumps({"image": res.image.name, "kernel": res.kernel.abi, "tuning": res.tuning.name,
                        "drivers": [p.package for p in res.drivers if p.deb]}, indent=2) + "\n"
     stage.render_stage(st, ctx.repo, res.image, res.tuning, packages=(), userspace=userspace_pins(res, ctx),
@@ -245,9 +250,10 @@ def build_rootfs(res: Resolved, ctx: Context, st: Path, rootfs: Path, work: Path
     argv += [f"--dpkgopt=path-include={p}" for p in DPKG_INCLUDES]
     argv += [
         "--customize-hook=echo gpuforge > \"$1/etc/hostname\"",
-        f"--customize-hook=copy-in {st} /tmp",
-        f"--customize-hook=chroot \"$1\" sh /tmp/{st.name}/provision.sh /tmp/{st.name}",
-        f"--customize-hook=chroot \"$1\" dpkg-query -W -f='${{Package}}\\t${{Version}}\\n' > {work}/packages.tsv",
+        # Hooks are shell (sh -c) or shellwords (copy-in): every path is quoted, whatever --dist says.
+        f"--customize-hook=copy-in {shlex.quote(str(st))} /tmp",
+        f"--customize-hook=chroot \"$1\" sh /tmp/{shlex.quote(st.name)}/provision.sh /tmp/{shlex.quote(st.name)}",
+        f"--customize-hook=chroot \"$1\" dpkg-query -W -f='${{Package}}\\t${{Version}}\\n' > {shlex.quote(str(work / 'packages.tsv'))}",
         "--customize-hook=rm -rf \"$1/tmp/\"*",
         res.image.suite, str(rootfs),
     ] + _sources(res, ctx)
@@ -281,7 +287,7 @@ def write_manifest(res: Resolved, ctx: Context, out: Path, key: str, inputs: dic
     for p in sorted(out.iterdir()):
         if p.is_file() and p.name != "manifest.json":
             files[p.name] = {"sha256": sha256_file(p), "size": p.stat().st_size}
-    absent = [p for p in res.drivers if p.status == "absent"]
+    absent = [p for p in res.drivers if p.status is DriverStatus.ABSENT]
     m = {
         "schema_version": 1,
         "image": res.image.name,
@@ -293,7 +299,7 @@ def write_manifest(res: Resolved, ctx: Context, out: Path, key: str, inputs: dic
         "suite": res.image.suite,
         "kernel": {"abi": res.kernel.abi, "package": res.kernel.image_package,
                    "version": packages.get(res.kernel.image_package, "")},
-        "drivers": [{"ref": p.ref, "flavour": p.flavour, "package": p.package, "status": p.status,
+        "drivers": [{"ref": p.ref, "flavour": p.flavour, "package": p.package, "status": p.status.value,
                      "version": packages.get(p.package), "reason": p.reason or None} for p in res.drivers],
         "drivers_note": ("image built WITHOUT NVIDIA drivers: " + "; ".join(p.reason for p in absent)) if absent else None,
         "tuning": {"name": res.tuning.name, "sha256": res.tuning.sha256,
@@ -312,7 +318,7 @@ def build_image(image: ImageDef, ctx: Context) -> dict:
     t0 = time.monotonic()
     res = resolve(image, ctx)
     for p in res.drivers:
-        if p.status == "absent":
+        if p.status is DriverStatus.ABSENT:
             log.warning("%s: driver %s not included: %s", image.name, p.ref, p.reason)
     inputs = cache_inputs(res, ctx)
     key = cache_key(inputs)
@@ -326,22 +332,16 @@ def build_image(image: ImageDef, ctx: Context) -> dict:
         cached = None if ctx.force else cached_manifest(out_dir, key)  # another builder may have just made it
         if cached:
             return dict(cached, cached=True)
-        say("==> %s: building (changed: %s)", image.name, ", ".join(changed_inputs(out_dir, inputs)))
+        say("==> %s: building (changed: %s)", image.name, "; ".join(changed_inputs(out_dir, inputs)))
         _remove_stale_partials(ctx.images_dir, image.name)
+        last = manifest_entry(out_dir)
+        ctx.last_timings = dict(last.steps) if last else {}
         return _build_locked(res, ctx, key, inputs, out_dir, t0)
 
 
-@contextlib.contextmanager
-def _image_lock(images_dir: Path, name: str):
+def _image_lock(images_dir: Path, name: str) -> FileLock:
     """One builder per image and dist/ at a time (a second one waits, then finds the cache hit)."""
-    import fcntl
-
-    with open(images_dir / f".{name}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return FileLock(images_dir / f".{name}.lock", what=f"image {name} in {images_dir}")
 
 
 def _remove_stale_partials(images_dir: Path, name: str) -> None:
