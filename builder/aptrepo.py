@@ -7,6 +7,7 @@ Node sources line: `deb [signed-by=KEYRING] file:/path/to/dist/apt gpuforge main
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from validator import atomic, subp
+from validator.errors import UserError
 
 COMPONENT = "main"
 ARCH = "amd64"
@@ -44,13 +46,71 @@ def release_conf(codename: str) -> list:
     ]
 
 
+STATE_FILE = ".gpuforge-state.json"  # in dists/: what the published index was made from
+
+
+def gpg_fingerprint(key: str, home: Optional[str]) -> str:
+    """The fingerprint of a secret key the repo can be signed with; an unknown key is the user's to fix (exit 2)."""
+    if home and not Path(home).is_dir():
+        raise UserError(f"gpg home {home} is not a directory", hint="--gpg-home / settings.gpg_home")
+    argv = ["gpg", "--batch", "--with-colons"] + (["--homedir", home] if home else []) + ["--list-secret-keys", key]
+    res = subp.run(argv, timeout=60, check=False)
+    fprs = [ln.split(":")[9] for ln in res.stdout.splitlines() if ln.startswith("fpr:")]
+    if res.returncode != 0 or not fprs:
+        raise UserError(f"gpg key {key!r} has no secret key in {home or 'the default keyring'}: the repo cannot be signed",
+                        hint="gpg --list-secret-keys; set --gpg-key/--gpg-home (or settings.gpg_key) to a key you hold")
+    return fprs[0]
+
+
+def pool_state(root: Path) -> list:
+    """(path, size, mtime) of every package in pool/: the index is current while this is unchanged."""
+    pool = Path(root) / "pool"
+    return sorted([str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns]
+                  for p in pool.rglob("*.deb")) if pool.is_dir() else []
+
+
+def desired_state(root: Path, signer: Optional[str]) -> dict:
+    return {"signer": signer, "pool": pool_state(root)}
+
+
+def is_current(root: Path, codename: str, signer: Optional[str]) -> bool:
+    """True when dists/ was published from exactly this pool with this signer (signing is checked every run)."""
+    dists = Path(root) / "dists"
+    try:
+        state = json.loads((dists / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    if state != json.loads(json.dumps(desired_state(root, signer))):
+        return False
+    suite = dists / codename
+    return (suite / "Release").is_file() and (signer is None or (suite / "InRelease").is_file())
+
+
+def sweep_stale(root: Path) -> None:
+    """Index folders of runs that died half way (a failed signing, a kill): never read by apt, only in the way."""
+    for p in Path(root).glob(".dists.*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def publish_repo(root: Path, codename: str = "gpuforge", gpg_key: Optional[str] = None,
-                 gpg_home: Optional[str] = None) -> RepoInfo:
-    """(Re)generate Packages, Release and, with a gpg key, InRelease + Release.gpg for everything in pool/."""
+                 gpg_home: Optional[str] = None, signer: Optional[str] = None) -> RepoInfo:
+    """(Re)generate Packages, Release and, with a gpg key, InRelease + Release.gpg for everything in pool/.
+
+    The caller holds the dist lock; a failure leaves the published dists/ as it was and no temp folder behind.
+    """
     root = Path(root)
     (root / "pool").mkdir(parents=True, exist_ok=True)
+    sweep_stale(root)
     new = root / f".dists.new.{os.getpid()}"
-    shutil.rmtree(new, ignore_errors=True)
+    try:
+        return _publish(root, new, codename, gpg_key, gpg_home, signer)
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
+
+
+def _publish(root: Path, new: Path, codename: str, gpg_key: Optional[str], gpg_home: Optional[str],
+             signer: Optional[str]) -> RepoInfo:
+    state = desired_state(root, (signer or gpg_key) if gpg_key else None)
     bindir = new / codename / COMPONENT / f"binary-{ARCH}"
     bindir.mkdir(parents=True)
     # Paths in Packages are relative to the repo root, so run from there.
@@ -62,6 +122,7 @@ def publish_repo(root: Path, codename: str = "gpuforge", gpg_key: Optional[str] 
     atomic.write_text(new / codename / "Release", rel)
     if gpg_key:
         sign_release(new / codename, gpg_key, gpg_home)
+    atomic.write_text(new / STATE_FILE, json.dumps(state) + "\n")
     dists = root / "dists"
     old = root / f".dists.old.{os.getpid()}"
     if dists.exists():

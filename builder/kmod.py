@@ -1,16 +1,20 @@
 """Build one matrix cell: exact headers + module source in a container, compile, strip, sign, verify, package.
 
-Runbook per cell (each a timed step): apt -> extract -> compile -> strip -> [sign] -> verify -> package -> publish.
-The container comes from builder.buildenv (our own Debian base image); commands run in it through the docker SDK.
+Per kernel ABI, once: a headers image (base image + the exact linux-headers installed + linux-image unpacked for
+depmod), tagged by the hash of what went into it, so a cell pays for no apt update or headers install.
+Runbook per cell (each a timed step): source -> extract -> compile -> strip -> [sign] -> verify -> package -> publish.
+Every value that reaches a step script is schema-checked and shell-quoted; commands run through the docker SDK.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import io
 import json
 import logging
 import re
+import shlex
 import shutil
 import tarfile
 import tempfile
@@ -19,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from builder import debpkg
+from builder import cache, debpkg
 from builder.buildenv import BaseImageSpec, ImageRef, kmod_buildenv_spec
+from builder.digest import sha256_file
 from builder.matrix import Cell
 from validator import atomic
 from validator.errors import GpuforgeError
@@ -28,8 +33,17 @@ from validator.errors import GpuforgeError
 log = logging.getLogger("gpuforge.kmod")
 
 # Bump when the steps below change what they produce: part of every cache key.
-RECIPE_REVISION = 1
+RECIPE_REVISION = 2
 STAGE = "/gf/out"
+HEADERS_REPOSITORY = "gpuforge/kmod-headers"
+# Steps whose apt output may say a pinned package/version is not in the archive (bad input, exit 2).
+ARCHIVE_STEPS = ("headers", "source")
+
+
+class CellStatus(str, enum.Enum):
+    BUILT = "built"
+    CACHED = "cached"
+    FAILED = "failed"
 
 
 class StepFailed(GpuforgeError):
@@ -54,7 +68,7 @@ class BuildSettings:
 @dataclass
 class CellResult:
     cell_id: str
-    status: str  # built | cached | failed
+    status: CellStatus
     seconds: float
     package: str = ""
     deb: str = ""  # path relative to dist/
@@ -67,8 +81,11 @@ class CellResult:
     expected: str = ""  # the matrix's reason when this failure was expected (expected_failures)
     bad_input: str = ""  # "file: key: ..." when the failure is a definition naming what the archive lacks
 
+    def __post_init__(self):
+        self.status = CellStatus(self.status)
+
     def to_dict(self) -> dict:
-        return dict(self.__dict__, changed=list(self.changed))
+        return dict(self.__dict__, status=self.status.value, changed=list(self.changed))
 
 
 # ---------------------------------------------------------------- cache key (pure)
@@ -78,16 +95,10 @@ def base_spec(cell: Cell, settings: BuildSettings) -> BaseImageSpec:
     return kmod_buildenv_spec(cell.kernel.build_suite, settings.mirror, settings.security_mirror)
 
 
-def _file_sha(path: Optional[str]) -> Optional[str]:
-    if not path:
-        return None
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def cache_manifest(cell: Cell, base_image_id: str, settings: BuildSettings, sign_cert_sha: Optional[str] = None) -> dict:
     """Every input that decides the .deb's bytes, named so a changed key can say what changed."""
     k, d, f = cell.kernel, cell.driver, cell.flavour_def
-    recipe = json.dumps([RECIPE_REVISION, debpkg.PACKAGING_REVISION, _SCRIPTS], sort_keys=True)
+    recipe = json.dumps([RECIPE_REVISION, debpkg.PACKAGING_REVISION, _SCRIPTS, _HEADERS_SCRIPT], sort_keys=True)
     return {
         "recipe": hashlib.sha256(recipe.encode()).hexdigest(),
         "source": f.source.pin(),
@@ -103,15 +114,13 @@ def cache_manifest(cell: Cell, base_image_id: str, settings: BuildSettings, sign
     }
 
 
-def cache_key(manifest: dict) -> str:
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+def signing_cert_sha(path: Optional[str]) -> Optional[str]:
+    """The module-signing certificate's sha256 (part of the key: other cert, other modules)."""
+    return sha256_file(Path(path)) if path else None
 
 
-def changed_inputs(old: Optional[dict], new: dict) -> Tuple[str, ...]:
-    """Names of the inputs whose value differs (mkosi-style 'why did this rebuild')."""
-    if not old:
-        return ("no previous build",)
-    return tuple(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+cache_key = cache.cache_key
+changed_inputs = cache.changed_inputs
 
 
 def archive_mismatch(cell: Cell, apt_output: str) -> str:
@@ -144,23 +153,39 @@ def first_error_line(text: str) -> str:
 
 # ---------------------------------------------------------------- step scripts (part of the recipe hash)
 
-_SCRIPTS = {
-    "apt": """set -eu
+# Values are inserted shell-quoted (q); the few inside double quotes (abi, prefix, subdir) are schema-restricted
+# to [A-Za-z0-9.+-] and re-checked by render().
+_HEADERS_SCRIPT = """set -eu
 export DEBIAN_FRONTEND=noninteractive INITRD=No
-printf '%s\\n' {sources} > /etc/apt/sources.list.d/gpuforge-cell.list
-printf '%s\\n' {pins} > /etc/apt/preferences.d/gpuforge-cell
+printf '%s\\n' {sources} > /etc/apt/sources.list.d/gpuforge-kernel.list
+printf '%s\\n' {pins} > /etc/apt/preferences.d/gpuforge-kernel
 apt-get update -q
 apt-get install -y -q --no-install-recommends {headers_pin}
-mkdir -p /gf/dl && cd /gf/dl && apt-get download -q {source_pin} {image_pin}
-dpkg-query -W -f '${{Package}}=${{Version}}\\n' {headers} {kbuild}
-""",
-    "extract": """set -eu
-mkdir -p /gf/src /gf/build /gf/kroot
-dpkg-deb -x /gf/dl/{source}_*.deb /gf/src
-tar -xf /gf/src/usr/src/*.tar.xz -C /gf/build
-dpkg-deb -x /gf/dl/{image}_*.deb /gf/kroot
+mkdir -p /gf/dl /gf/kroot && cd /gf/dl && apt-get download -q {image_pin}
+dpkg-deb -x /gf/dl/{image}_*.deb /gf/kroot && rm -f /gf/dl/*.deb
 # merged-/usr kernels ship usr/lib/modules: depmod -b wants <root>/lib/modules
 if [ ! -e /gf/kroot/lib ] && [ -d /gf/kroot/usr/lib ]; then ln -s usr/lib /gf/kroot/lib; fi
+apt-get clean
+dpkg-query -W -f '${{Package}}=${{Version}}\\n' {headers} {kbuild}
+"""
+
+_SCRIPTS = {
+    # The lists in the headers image are enough unless the driver comes from another suite; a stale list retries.
+    "source": """set -eu
+export DEBIAN_FRONTEND=noninteractive
+mkdir -p /gf/dl && cd /gf/dl
+if ! ls /gf/dl/{source}_*.deb >/dev/null 2>&1; then
+  printf '%s\\n' {sources} > /etc/apt/sources.list.d/gpuforge-driver.list
+  printf '%s\\n' {pins} > /etc/apt/preferences.d/gpuforge-driver
+  {update}
+  apt-get download -q {source_pin} || {{ apt-get update -q && apt-get download -q {source_pin}; }}
+fi
+ls /gf/dl
+""",
+    "extract": """set -eu
+mkdir -p /gf/src /gf/build
+dpkg-deb -x /gf/dl/{source}_*.deb /gf/src
+tar -xf /gf/src/usr/src/*.tar.xz -C /gf/build
 ls -d /gf/build/modules/*/
 """,
     # Pass KERNEL_UNAME, not SYSSRC: Debian splits headers into -common and the flavour directory.
@@ -185,7 +210,9 @@ for ko in {stage}/lib/modules/{abi}/{subdir}/*.ko; do "$sf" sha256 /gf/keys/sign
 """,
     "verify": """set -eu
 dest={stage}/lib/modules/{abi}/{subdir}
-for ko in "$dest"/*.ko; do echo "vermagic $(basename "$ko") $(modinfo -F vermagic "$ko")"; echo "signer $(basename "$ko") $(modinfo -F signer "$ko")"; done
+for ko in "$dest"/*.ko; do
+  echo "vermagic $(basename "$ko") $(modinfo -F vermagic "$ko")"; echo "signer $(basename "$ko") $(modinfo -F signer "$ko")"
+done
 mkdir -p /gf/kroot/lib/modules/{abi}/{subdir}
 cp "$dest"/*.ko /gf/kroot/lib/modules/{abi}/{subdir}/
 # Debian's linux-image ships a placeholder System.map (the real one is in -dbg): check against the
@@ -196,17 +223,13 @@ grep -E '^[^:]*{subdir}/' /gf/kroot/lib/modules/{abi}/modules.dep | sed 's/^/dep
 }
 
 
-def _q(s: str) -> str:
-    return "'" + s.replace("'", "'\\''") + "'"
-
-
-def cell_sources(cell: Cell, settings: BuildSettings) -> Tuple[List[str], List[str]]:
+def _foreign_sources(build_suite: str, suites, settings: BuildSettings) -> Tuple[List[str], List[str]]:
     """apt source lines and pins for suites the base image lacks (backports, or trixie sources on bookworm)."""
-    base = cell.kernel.build_suite
-    have = {base, f"{base}-updates", f"{base}-security"}
+    have = {build_suite, f"{build_suite}-updates", f"{build_suite}-security"}
     comps = "main contrib non-free non-free-firmware"
-    lines, pins = [], []
-    for suite in dict.fromkeys([cell.kernel.suite, cell.driver.suite]):
+    lines: List[str] = []
+    pins: List[str] = []
+    for suite in dict.fromkeys(suites):
         if suite in have:
             continue
         mirror = settings.security_mirror if suite.endswith("-security") else settings.mirror
@@ -216,15 +239,45 @@ def cell_sources(cell: Cell, settings: BuildSettings) -> Tuple[List[str], List[s
     return lines, pins
 
 
-def render(step: str, cell: Cell, settings: BuildSettings) -> str:
+def cell_sources(cell: Cell, settings: BuildSettings) -> Tuple[List[str], List[str]]:
+    """Foreign suites a cell needs: its kernel's and its driver's."""
+    return _foreign_sources(cell.kernel.build_suite, [cell.kernel.suite, cell.driver.suite], settings)
+
+
+_PLAIN = re.compile(r"^[A-Za-z0-9.+_/-]+$")
+
+
+def _values(cell: Cell, settings: BuildSettings, suites) -> Dict[str, str]:
     k, f = cell.kernel, cell.flavour_def
-    lines, pins = cell_sources(cell, settings)
-    return _SCRIPTS[step].format(
-        sources=" ".join(_q(x) for x in lines) or "''", pins=" ".join(_q(x) for x in pins) or "''",
-        headers_pin=f"{k.headers}={k.version}", headers=k.headers, kbuild=k.kbuild,
-        source_pin=f.source.pin(), source=f.source.name, image_pin=f"{k.image}={k.version}", image=k.image,
-        make_jobs=settings.make_jobs, abi=k.abi, stage=STAGE, subdir=debpkg.MODULE_SUBDIR, prefix=f.module_prefix,
+    plain = {"abi": k.abi, "prefix": f.module_prefix, "subdir": debpkg.MODULE_SUBDIR, "stage": STAGE, "kbuild": k.kbuild}
+    for name, v in plain.items():  # these sit inside double quotes: only plain words may get there
+        if not _PLAIN.match(v):
+            raise GpuforgeError(f"{name} {v!r} is not a plain word (schema should have refused it)")
+    lines, pins = _foreign_sources(k.build_suite, suites, settings)
+    q = shlex.quote
+    return dict(
+        plain, sources=" ".join(q(x) for x in lines) or "''", pins=" ".join(q(x) for x in pins) or "''",
+        headers_pin=q(f"{k.headers}={k.version}"), headers=q(k.headers),
+        source_pin=q(f.source.pin()), source=q(f.source.name), image_pin=q(f"{k.image}={k.version}"), image=q(k.image),
+        make_jobs=str(int(settings.make_jobs)), update="apt-get update -q" if lines else ":",
     )
+
+
+def render(step: str, cell: Cell, settings: BuildSettings) -> str:
+    """A cell step's script, every value quoted (the source step adds only the driver's foreign suite)."""
+    return _SCRIPTS[step].format(**_values(cell, settings, [cell.driver.suite]))
+
+
+def render_headers(cell: Cell, settings: BuildSettings) -> str:
+    """The headers image's script (the kernel's foreign suite only)."""
+    return _HEADERS_SCRIPT.format(**_values(cell, settings, [cell.kernel.suite]))
+
+
+def headers_image_tag(cell: Cell, base: ImageRef, settings: BuildSettings) -> str:
+    """gpuforge/kmod-headers:<abi>-<hash>: the hash covers the base image, the exact pins and the script."""
+    blob = json.dumps([base.id, render_headers(cell, settings)], sort_keys=True).encode()
+    abi = re.sub(r"[^A-Za-z0-9_.-]", "_", cell.kernel.abi)  # docker tags have no '+'
+    return f"{HEADERS_REPOSITORY}:{abi}-{hashlib.sha256(blob).hexdigest()[:16]}"
 
 
 def check_verify_output(abi: str, out: str) -> List[str]:
@@ -255,11 +308,11 @@ class CellContext:
     client: Any  # docker.DockerClient (the SDK is a farm-side dependency)
     dist: Path
     settings: BuildSettings
-    image: ImageRef
+    image: ImageRef  # the cell's headers image (base + exact headers + unpacked linux-image)
     progress: Callable[[str, str], None] = lambda cell_id, step: None
 
 
-def _exec(container, script: str, step: str, timeout_note: str = "") -> str:
+def _exec(container, script: str, step: str) -> str:
     res = container.exec_run(["bash", "-c", script], environment={"DEBIAN_FRONTEND": "noninteractive", "INITRD": "No"})
     out = res.output.decode("utf-8", "replace") if res.output else ""
     if res.exit_code != 0:
@@ -267,16 +320,30 @@ def _exec(container, script: str, step: str, timeout_note: str = "") -> str:
     return out
 
 
-def _put_keys(container, key: str, cert: str) -> None:
+def _put_files(container, dest: str, files: Dict[str, bytes], mode: int = 0o644) -> None:
+    """Copy in-memory files into the container under dest (a tar stream through the docker API)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for src, name in ((key, "keys/signing.key"), (cert, "keys/signing.crt")):
-            data = Path(src).read_bytes()
+        for name, data in files.items():
             ti = tarfile.TarInfo(name)
-            ti.size, ti.mode = len(data), 0o600
+            ti.size, ti.mode = len(data), mode
             tar.addfile(ti, io.BytesIO(data))
-    container.exec_run(["mkdir", "-p", "/gf"])
-    container.put_archive("/gf", buf.getvalue())
+    container.exec_run(["mkdir", "-p", dest])
+    container.put_archive(dest, buf.getvalue())
+
+
+def _put_keys(container, key: str, cert: str) -> None:
+    _put_files(container, "/gf", {"keys/signing.key": Path(key).read_bytes(), "keys/signing.crt": Path(cert).read_bytes()},
+               0o600)
+
+
+def extract_tar(fileobj, dest: Path) -> None:
+    """Unpack a tar stream under dest only: tarfile's data filter refuses absolute and '..' members, links that
+    point out and device files (Python 3.9.17+, 3.10.12+, 3.11.4+)."""
+    if not hasattr(tarfile, "data_filter"):
+        raise GpuforgeError("this Python's tarfile has no data filter: use Python 3.9.17+, 3.10.12+ or 3.11.4+")
+    with tarfile.open(fileobj=fileobj) as tar:
+        tar.extractall(Path(dest), filter="data")
 
 
 def _fetch_stage(container, dest: Path) -> None:
@@ -285,8 +352,53 @@ def _fetch_stage(container, dest: Path) -> None:
         for chunk in stream:
             tmp.write(chunk)
         tmp.seek(0)
-        with tarfile.open(fileobj=tmp) as tar:
-            tar.extractall(dest)  # noqa: S202 (our own container's output)
+        extract_tar(tmp, dest)
+
+
+def _source_cache(dist: Path, cell: Cell) -> Path:
+    """Downloaded module source packages, kept per exact version so the next cell of that driver needs no network."""
+    src = cell.flavour_def.source
+    return dist / "cache" / "src" / f"{src.name}_{src.version.replace(':', '%3a')}.deb"
+
+
+def _fetch_source(container, cell: Cell, ctx: CellContext) -> str:
+    cached = _source_cache(ctx.dist, cell)
+    if cached.is_file():
+        _put_files(container, "/gf/dl", {cached.name: cached.read_bytes()})
+    out = _exec(container, render("source", cell, ctx.settings), "source")
+    if not cached.is_file():
+        stream, _ = container.get_archive("/gf/dl")
+        with tempfile.TemporaryDirectory(dir=ctx.dist) as tmp, tempfile.TemporaryFile() as buf:
+            for chunk in stream:
+                buf.write(chunk)
+            buf.seek(0)
+            extract_tar(buf, Path(tmp))
+            debs = sorted(Path(tmp).rglob(f"{cell.flavour_def.source.name}_*.deb"))
+            if debs:
+                atomic.write_bytes(cached, debs[0].read_bytes())
+    return out
+
+
+def build_headers_image(cell: Cell, base: ImageRef, settings: BuildSettings, client) -> ImageRef:
+    """The per-ABI image: base + exact headers installed + linux-image unpacked in /gf/kroot (found by tag if made)."""
+    from builder.buildenv import find_image
+
+    tag = headers_image_tag(cell, base, settings)
+    found = find_image(client, tag)
+    if found:
+        return found
+    container = client.containers.run(base.id, ["sleep", "infinity"], detach=True, network_mode="host",
+                                      labels={"gpuforge.headers": cell.kernel.abi})
+    try:
+        _exec(container, render_headers(cell, settings), "headers")
+        repo, t = tag.split(":", 1)
+        container.commit(repository=repo, tag=t, changes=['CMD ["/bin/bash"]'])
+    finally:
+        container.remove(force=True)
+    made = find_image(client, tag)
+    if not made:
+        raise GpuforgeError(f"docker commit did not produce {tag}")
+    return made
 
 
 def build_cell(cell: Cell, ctx: CellContext, manifest: dict, key: str) -> CellResult:
@@ -294,7 +406,7 @@ def build_cell(cell: Cell, ctx: CellContext, manifest: dict, key: str) -> CellRe
     t0 = time.monotonic()
     steps: Dict[str, float] = {}
     logbuf: List[str] = []
-    result = CellResult(cell.id, "failed", 0.0, package=manifest["package"])
+    result = CellResult(cell.id, CellStatus.FAILED, 0.0, package=manifest["package"])
     container = None
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=ctx.dist))
     try:
@@ -303,14 +415,15 @@ def build_cell(cell: Cell, ctx: CellContext, manifest: dict, key: str) -> CellRe
             labels={"gpuforge.cell": cell.id, "gpuforge.dist": str(ctx.dist)},
             environment={"DEBIAN_FRONTEND": "noninteractive"},
         )
-        names = ["apt", "extract", "compile", "strip"] + (["sign"] if ctx.settings.sign_key else []) + ["verify"]
+        names = ["source", "extract", "compile", "strip"] + (["sign"] if ctx.settings.sign_key else []) + ["verify"]
         for name in names:
             ctx.progress(cell.id, name)
             s0 = time.monotonic()
             if name == "sign" and ctx.settings.sign_key and ctx.settings.sign_cert:
                 _put_keys(container, ctx.settings.sign_key, ctx.settings.sign_cert)
             try:
-                out = _exec(container, render(name, cell, ctx.settings), name)
+                out = _fetch_source(container, cell, ctx) if name == "source" else \
+                    _exec(container, render(name, cell, ctx.settings), name)
             except StepFailed as e:
                 logbuf.append(f"### {name} FAILED\n{e.output}")
                 if name == "compile":
@@ -333,10 +446,10 @@ def build_cell(cell: Cell, ctx: CellContext, manifest: dict, key: str) -> CellRe
         steps["package"] = round(time.monotonic() - s0, 1)
         ctx.progress(cell.id, "publish")
         result.deb = publish(deb, ctx.dist, ctl)
-        result.status = "built"
+        result.status = CellStatus.BUILT
     except StepFailed as e:
         result.error, result.step = e.first_error, e.step
-        if e.step == "apt":
+        if e.step in ARCHIVE_STEPS:
             result.bad_input = archive_mismatch(cell, e.output)
     except Exception as e:  # a broken cell must not stop the others: record and go on
         log.debug("cell %s crashed", cell.id, exc_info=True)
@@ -351,14 +464,17 @@ def build_cell(cell: Cell, ctx: CellContext, manifest: dict, key: str) -> CellRe
         shutil.rmtree(tmp, ignore_errors=True)
     result.steps = steps
     result.seconds = round(time.monotonic() - t0, 1)
-    logfile = ctx.dist / "logs" / f"{safe_name(cell.id)}.log"
-    atomic.write_text(logfile, "\n".join(logbuf))
-    result.log = str(logfile.relative_to(ctx.dist))
+    write_log(ctx.dist, result, "\n".join(logbuf))
     return result
 
 
-def safe_name(cell_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]", "_", cell_id)
+def write_log(dist: Path, result: CellResult, text: str) -> None:
+    logfile = dist / "logs" / f"{safe_name(result.cell_id)}.log"
+    atomic.write_text(logfile, text)
+    result.log = str(logfile.relative_to(dist))
+
+
+safe_name = cache.safe_name
 
 
 def pool_path(ctl: debpkg.ControlInfo) -> str:

@@ -104,7 +104,7 @@ def test_cell_sources_add_foreign_suites_with_low_pin():
     lines, pins = kmod.cell_sources(dataclasses.replace(PROP, driver=trixie_driver), BS)
     assert lines == ["deb http://deb.debian.org/debian trixie main contrib non-free non-free-firmware"]
     assert "Pin: release n=trixie" in pins and "Pin-Priority: 100" in pins
-    script = kmod.render("apt", PROP, BS)
+    script = kmod.render_headers(PROP, BS) + kmod.render("source", PROP, BS)
     assert "linux-headers-6.1.0-54-cloud-amd64=6.1.190-1" in script and "nvidia-kernel-source=535.261.03-1" in script
     assert "KERNEL_UNAME=6.1.0-54-cloud-amd64" in kmod.render("compile", PROP, BS)
     assert "SYSSRC" not in kmod.render("compile", PROP, BS)

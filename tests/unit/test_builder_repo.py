@@ -71,12 +71,12 @@ def test_cache_hit_needs_key_and_intact_deb(tmp_path):
     deb.parent.mkdir(parents=True)
     deb.write_bytes(b"deb bytes")
     st = deb.stat()
-    entry = {"cell": PROP.id, "key": "K", "deb": "apt/pool/x.deb", "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-             "sha256": sha256_file(deb)}
+    entry = {"name": PROP.id, "key": "K", "artifacts": [{"path": "apt/pool/x.deb", "size": st.st_size,
+                                                         "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(deb)}]}
     (dist / "cache").mkdir()
     f = dist / "cache" / f"{kmod.safe_name(PROP.id)}.json"
     f.write_text(json.dumps(entry))
-    assert drivers.cache_hit(dist, PROP, "K")["deb"] == "apt/pool/x.deb"
+    assert drivers.cache_hit(dist, PROP, "K").artifact.path == "apt/pool/x.deb"
     assert drivers.cache_hit(dist, PROP, "other") is None
     deb.write_bytes(b"DEB BYTES")  # same size, new mtime: the sha256 decides
     assert drivers.cache_hit(dist, PROP, "K") is None
@@ -86,5 +86,5 @@ def test_cache_hit_needs_key_and_intact_deb(tmp_path):
     assert drivers.cache_hit(dist, PROP, "K") is None
     deb.unlink()
     assert drivers.cache_hit(dist, PROP, "K") is None
-    f.write_text(json.dumps({"cell": PROP.id, "key": "K", "status": "failed", "step": "compile", "error": "e"}))
-    assert drivers.cache_hit(dist, PROP, "K")["status"] == "failed"
+    f.write_text(json.dumps({"name": PROP.id, "key": "K", "status": "failed", "step": "compile", "error": "e"}))
+    assert drivers.cache_hit(dist, PROP, "K").status == "failed"
