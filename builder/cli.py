@@ -13,6 +13,9 @@ SUBCOMMANDS: list = [
     "idlists",
     "compat",
     "matrix",
+    "publish",
+    "slurm",
+    "k8s",
 ]
 
 

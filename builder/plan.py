@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Optional, Union
 
-from builder.config import MatrixConfig, load_matrix
+from builder.config import MatrixConfig, find_matrix, load_matrix
 from builder.matrix import IdLists, resolve
 from validator.errors import ConfigError, UserError
 
@@ -38,7 +38,7 @@ def load_idlists(cfg: MatrixConfig) -> IdLists:
 
 
 def load_plan(path: Union[str, Path, None] = None, catalog=None, idlists: Optional[IdLists] = None):
-    """(config, plan) for a matrix file (default: matrix.yaml at the repository root)."""
-    cfg = load_matrix(path)
+    """(config, plan) for a matrix file (default: builder.config.find_matrix, from the current directory)."""
+    cfg = load_matrix(path if path else find_matrix().path)
     plan = resolve(cfg, fleet_models(cfg, catalog), load_idlists(cfg) if idlists is None else idlists)
     return cfg, plan

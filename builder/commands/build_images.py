@@ -10,14 +10,23 @@ import click
 
 from builder.images.build import DEFAULT_MIRROR, DEFAULT_SECURITY_MIRROR, Context, build_image
 from builder.images.definition import find_image, image_paths, load_image_file
+from builder.steps import say
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def definitions_dir() -> Path:
+    """./images when the current folder has definitions, else the packaged ones; said on stderr either way."""
+    local = Path.cwd() / "images"
+    chosen = local if any(local.glob("*.yaml")) else REPO / "images"
+    say("image definitions: %s (%s)", chosen, "./images" if chosen == local else "packaged default")
+    return chosen
 
 
 @click.command(name="images")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Build every images/*.yaml definition.")
-@click.option("--dist", type=click.Path(file_okay=False), default=None, help="Output root (default: <repo>/dist).")
+@click.option("--dist", type=click.Path(file_okay=False), default=None, help="Output root (default: ./dist).")
 @click.option("--mirror", default=lambda: os.environ.get("GPUFORGE_MIRROR", DEFAULT_MIRROR), show_default="$GPUFORGE_MIRROR or deb.debian.org",
               help="Debian archive mirror URL.")
 @click.option("--security-mirror", default=lambda: os.environ.get("GPUFORGE_SECURITY_MIRROR", DEFAULT_SECURITY_MIRROR),
@@ -27,12 +36,12 @@ REPO = Path(__file__).resolve().parents[2]
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON.")
 def command(names, all_, dist, mirror, security_mirror, apt_dir, force, as_json):
     """Build golden images (default: the image named 'default'). An unchanged definition is not rebuilt."""
-    images_dir = REPO / "images"
+    images_dir = definitions_dir()
     if all_:
         defs = [load_image_file(p) for p in image_paths(images_dir)]
     else:
         defs = [find_image(images_dir, n) for n in (names or ("default",))]
-    dist_p = Path(dist) if dist else REPO / "dist"
+    dist_p = Path(dist) if dist else Path.cwd() / "dist"
     ctx = Context(repo=REPO, dist=dist_p, mirror=mirror, security_mirror=security_mirror,
                   apt_dir=Path(apt_dir) if apt_dir else dist_p / "apt", force=force)
     results = []

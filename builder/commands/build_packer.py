@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from builder.images import build, packer
+from builder.commands.build_images import definitions_dir
 from builder.images.definition import find_image, image_paths, load_image_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,14 +37,14 @@ def render_bundle(image, dist: Path, out: Path, apt_dir: Path) -> Path:
 @click.command(name="packer")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every images/*.yaml definition.")
-@click.option("--dist", type=click.Path(file_okay=False), default=None, help="Output root (default: <repo>/dist).")
+@click.option("--dist", type=click.Path(file_okay=False), default=None, help="Output root (default: ./dist).")
 @click.option("--no-validate", is_flag=True, help="Skip `packer validate`.")
 def command(names, all_, dist, no_validate):
     """Render dist/packer/NAME/NAME.pkr.hcl (+ stage/, http/) and run `packer validate` on it."""
-    images_dir = REPO / "images"
+    images_dir = definitions_dir()
     defs = [load_image_file(p) for p in image_paths(images_dir)] if all_ else \
         [find_image(images_dir, n) for n in (names or ("default",))]
-    dist_p = Path(dist) if dist else REPO / "dist"
+    dist_p = Path(dist) if dist else Path.cwd() / "dist"
     for d in defs:
         out = dist_p / "packer" / d.name
         t = render_bundle(d, dist_p, out, dist_p / "apt")

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from builder.commands._common import choose_matrix, config_option
 from builder.plan import load_plan
 
 
@@ -32,9 +33,9 @@ def render_plan(plan) -> str:
 
 
 @click.command(name="matrix")
-@click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="Matrix file (default matrix.yaml).")
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable plan.")
 def command(config, as_json):
     """Resolve GPU models x kernels x drivers into cells to build and skips with reasons."""
-    _, plan = load_plan(config)
+    _, plan = load_plan(choose_matrix(config, quiet=as_json).path)
     click.echo(json.dumps(plan.to_dict(), indent=2) if as_json else render_plan(plan))

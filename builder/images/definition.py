@@ -17,7 +17,8 @@ FORMATS = ("raw", "qcow2", "netboot")
 CMDLINE_TOKEN = re.compile(r"^[A-Za-z0-9_.,:=/+@-]+$")
 PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
 IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-SIZE = re.compile(r"^([0-9]+)([MG])$")
+SIZE = re.compile(r"^([0-9]{1,7})([MG])$")
+DISK_MIN, DISK_MAX = 1 << 30, 4096 << 30  # 1G .. 4096G: a golden image, not a disk farm
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class ImageDef:
 
     @property
     def disk_bytes(self) -> int:
-        m = SIZE.match(self.disk_size)
+        m = SIZE.fullmatch(self.disk_size)
         if not m:
             raise ValueError(f"disk_size {self.disk_size!r} is not a size like 3G")
         n = int(m.group(1))
@@ -65,7 +66,7 @@ def check_cmdline(tokens, path: str, key: str) -> tuple:
         raise ConfigError(path, key, "a list of kernel parameters", tokens)
     out = []
     for i, t in enumerate(tokens):
-        if not isinstance(t, str) or not CMDLINE_TOKEN.match(t):
+        if not isinstance(t, str) or not CMDLINE_TOKEN.fullmatch(t):
             raise ConfigError(
                 path, f"{key}[{i}]", "a kernel parameter of letters, digits and _.,:=/+@- only (no spaces or shell metacharacters)", t
             )
@@ -80,7 +81,7 @@ def _str_list(raw: dict, key: str, path: str, pattern: Optional[re.Pattern] = No
     if not isinstance(v, list):
         raise ConfigError(path, key, what, v)
     for i, x in enumerate(v):
-        if not isinstance(x, str) or (pattern is not None and not pattern.match(x)):
+        if not isinstance(x, str) or (pattern is not None and not pattern.fullmatch(x)):
             raise ConfigError(path, f"{key}[{i}]", what, x)
     return tuple(v)
 
@@ -94,7 +95,7 @@ def parse_image(raw: object, path: str) -> ImageDef:
         if k not in known:
             raise ConfigError(path, str(k), "one of " + ", ".join(sorted(known)), k)
     name = raw.get("name", Path(path).stem)
-    if not isinstance(name, str) or not IMAGE_NAME.match(name):
+    if not isinstance(name, str) or not IMAGE_NAME.fullmatch(name):
         raise ConfigError(path, "name", "lowercase letters, digits, _ . -", name)
     suite = raw.get("suite", "bookworm")
     if suite not in SUITES:
@@ -107,9 +108,10 @@ def parse_image(raw: object, path: str) -> ImageDef:
         if f not in FORMATS:
             raise ConfigError(path, f"formats[{i}]", "one of " + ", ".join(FORMATS), f)
     size = str(raw.get("disk_size", "3G"))
-    m = SIZE.match(size)
-    if not m or (m.group(2) == "M" and int(m.group(1)) < 1024) or (m.group(2) == "G" and int(m.group(1)) < 1):
-        raise ConfigError(path, "disk_size", "a size like 3G or 2048M (at least 1G)", raw.get("disk_size"))
+    m = SIZE.fullmatch(size)
+    nbytes = int(m.group(1)) << (30 if m.group(2) == "G" else 20) if m else 0
+    if not m or not DISK_MIN <= nbytes <= DISK_MAX:
+        raise ConfigError(path, "disk_size", "a size like 3G or 2048M, from 1G to 4096G", raw.get("disk_size"))
     return ImageDef(
         name=name,
         suite=suite,

@@ -1,4 +1,5 @@
-"""drivers/*.yaml, kernels/*.yaml, matrix.yaml: the shipped files load; bad fields name file + key path (exit 2)."""
+"""drivers/*.yaml, kernels/*.yaml, matrix.yaml: the shipped files load; bad fields name file + key path (exit 2); the matrix
+file comes from where the user stands."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from builder.cli import main
-from builder.config import load_driver, load_kernel, load_matrix, repo_root
+from builder.config import find_matrix, load_driver, load_kernel, load_matrix, repo_root
+from builder.images.definition import parse_image
 from validator.errors import ConfigError
 
 ROOT = repo_root()
@@ -88,3 +92,100 @@ def test_matrix_cli_json_and_text():
     assert [c["flavour"] for c in plan["cells"]] == ["proprietary", "open"]
     res = CliRunner().invoke(main, ["matrix", "--config", str(ROOT / "matrix-full.yaml")])
     assert res.exit_code == 0 and "skipped" in res.output
+
+
+# ---------------------------------------------------------------- values that reach commands and paths
+
+
+@pytest.mark.parametrize("file,old,new,key,expected", [
+    ("kernels/6.1.0-54-cloud-amd64.yaml", "build_suite: bookworm", "build_suite: Bookworm!", "build_suite", "a Debian release"),
+    ("kernels/6.1.0-54-cloud-amd64.yaml", "build_suite: bookworm", "build_suite: bookworm-security", "build_suite",
+     "a Debian release"),
+    ("matrix.yaml", "  mirror: http://deb.debian.org/debian", "  mirror: \"http://x/debian main\\ndeb http://evil\"",
+     "settings.mirror", "mirror URL"),
+    ("matrix.yaml", "  dist: dist", "  dist: \"dist\\n\"", "settings.dist", "folder path"),
+    ("matrix.yaml", "  gpg_key: null", "  gpg_key: \"k\\u001b[2J\"", "settings.gpg_key", "gpg key id"),
+    ("matrix.yaml", "  - 6.1.0-54-cloud-amd64", "  - 6.1.0-54-cloud-amd64\n  - 6.1.0-54-cloud-amd64", "kernels[1]",
+     "not listed before (6.1.0-54-cloud-amd64 is already kernels[0])"),
+    ("matrix.yaml", "  - 535.261.03", "  - 535.261.03\n  - 535.261.03", "drivers[1]", "a driver not listed before"),
+    ("matrix.yaml", "  - L4\n", "  - L4\n  - L4\n", "fleet[3]", "a GPU model not listed before"),
+    ("matrix.yaml", "flavours: [proprietary, open]", "flavours: [open, open]", "flavours[1]", "a flavour not listed before"),
+])
+def test_bad_builder_input_names_file_and_key(tree, file, old, new, key, expected):
+    _edit(tree / file, old, new)
+    with pytest.raises(ConfigError) as e:
+        load_matrix(tree / "matrix.yaml")
+    assert e.value.key == key and e.value.path.endswith(file) and expected in str(e.value)
+    r = CliRunner().invoke(main, ["matrix", "--config", str(tree / "matrix.yaml")])
+    assert r.exit_code == 2 and key in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("size,ok", [("3G", True), ("1024M", True), ("4096G", True), ("1023M", False), ("0G", False),
+                                     ("99999999999999G", False), ("4097G", False), (".inf", False), ("3T", False)])
+def test_disk_size_range(size, ok):
+    raw = {"name": "x", "kernel": "k", "tuning": "t", "disk_size": size}
+    if ok:
+        assert parse_image(raw, "images/x.yaml").disk_size == size
+    else:
+        with pytest.raises(ConfigError, match="from 1G to 4096G"):
+            parse_image(raw, "images/x.yaml")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_any_setting_string_is_accepted_or_a_config_error(value):
+    from builder.config import check_setting
+
+    for key in ("mirror", "dist", "gpg_key", "repo_codename"):
+        try:
+            v = check_setting("m.yaml", key, value)
+        except ConfigError as e:
+            assert e.key == f"settings.{key}"
+        else:
+            assert v == value and "\n" not in v and "\x00" not in v
+
+
+def test_cli_overrides_are_checked_like_yaml(tmp_path):
+    r = CliRunner().invoke(main, ["build", "drivers", "--dist", "bad\npath"])
+    assert r.exit_code == 2 and "--dist" in r.output and "Traceback" not in r.output
+
+
+def test_matrix_file_from_where_the_user_stands(tmp_path, monkeypatch):
+    env = {}
+    assert find_matrix(None, cwd=tmp_path, env=env).origin == "packaged default"
+    other = tmp_path / "elsewhere.yaml"
+    other.write_text("x")
+    assert find_matrix(None, cwd=tmp_path, env={"GPUFORGE_CONFIG": str(other)}).path == other
+    with pytest.raises(ConfigError, match="GPUFORGE_CONFIG"):
+        find_matrix(None, cwd=tmp_path, env={"GPUFORGE_CONFIG": str(tmp_path / "missing.yaml")})
+    (tmp_path / "matrix.yaml").write_text("x")
+    got = find_matrix(None, cwd=tmp_path, env={"GPUFORGE_CONFIG": str(other)})
+    assert got.path == tmp_path / "matrix.yaml" and got.origin == "./matrix.yaml"  # ./matrix.yaml wins over the env
+    assert find_matrix("given.yaml", cwd=tmp_path).origin == "--config"
+
+
+def test_cli_says_which_matrix_it_used(tree, monkeypatch):
+    monkeypatch.chdir(tree)
+    r = CliRunner(mix_stderr=False).invoke(main, ["matrix"]) if "mix_stderr" in CliRunner.__init__.__code__.co_varnames \
+        else CliRunner().invoke(main, ["matrix"])
+    assert r.exit_code == 0
+    err = getattr(r, "stderr", "") or r.output
+    assert f"matrix: {tree / 'matrix.yaml'} (./matrix.yaml)" in err
+    r = CliRunner().invoke(main, ["matrix", "--help"])
+    assert "./matrix.yaml" in r.output and "GPUFORGE_CONFIG" in r.output
+
+
+def test_a_trailing_newline_is_not_a_valid_name():
+    """Python's `$` matches before a final newline: every form is a full match, so 'quiet\\n' cannot reach grub.cfg."""
+    with pytest.raises(ConfigError, match="cmdline_extra"):
+        parse_image({"name": "x", "kernel": "k", "tuning": "t", "cmdline_extra": ["quiet\n"]}, "images/x.yaml")
+    with pytest.raises(ConfigError, match="name"):
+        parse_image({"name": "x\n", "kernel": "k", "tuning": "t"}, "images/x.yaml")
+
+
+def test_driver_package_with_newline_is_refused(tree):
+    _edit(tree / "drivers/535.261.03.yaml", "{package: nvidia-kernel-source, version: 535.261.03-1}",
+          '{package: "nvidia-kernel-source\\n", version: 535.261.03-1}')
+    with pytest.raises(ConfigError) as e:
+        load_matrix(tree / "matrix.yaml")
+    assert e.value.key == "flavours.proprietary.source.package"

@@ -17,7 +17,7 @@ from builder.images import build as images_build
 from builder.lock import FileLock
 from builder.matrix import Cell
 from validator import subp
-from validator.errors import UserError
+from validator.errors import CommandError, UserError
 
 CFG = load_matrix(repo_root() / "matrix.yaml")
 PROP = Cell(CFG.kernels[0], CFG.drivers[0], "proprietary", ())
@@ -211,7 +211,7 @@ def test_failed_signing_leaves_no_temp_dir_and_stale_ones_are_swept(tmp_path):
     (root / ".dists.new.99999").mkdir(parents=True)  # a killed run's leftover
     home = tmp_path / "gnupg"
     home.mkdir(mode=0o700)
-    with pytest.raises(Exception):
+    with pytest.raises(CommandError):
         aptrepo.publish_repo(root, "gpuforge", "nobody@gpuforge.invalid", str(home))
     assert not list(root.glob(".dists.*"))
     assert not (root / "dists").exists()  # nothing half published
