@@ -11,6 +11,7 @@ PKGS=(
   squashfs-tools dosfstools mtools e2fsprogs fdisk gdisk parted kpartx
   dpkg-dev apt-utils gnupg openssl xorriso cpio zstd openssh-client
   packer curl
+  slurm-wlm munge
 )
 
 missing=()
