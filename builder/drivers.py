@@ -240,7 +240,7 @@ def build_drivers(cells: Sequence[Cell], settings: Settings, dist: Path, jobs: i
         if run.pending:
             with step("headers images", run.timings):
                 prepare_headers_images(run)
-            with step(f"build {len(run.pending)} cell(s), {run.jobs} at a time", run.timings):
+            with step(f"build {len(run.pending)} cell(s), {run.jobs} at a time", run.timings, ticker=False):
                 build_pending(run)
         run.progress.close()
         if publish:

@@ -66,12 +66,14 @@ class Ticker:
 
 @contextlib.contextmanager
 def step(title: str, timings: Optional[Dict[str, float]] = None, expected: Optional[float] = None,
-         stream: Optional[TextIO] = None, tty: Optional[bool] = None) -> Iterator[None]:
-    """A timed, announced build step (mkosi style); its seconds land in timings[title]."""
+         stream: Optional[TextIO] = None, tty: Optional[bool] = None, ticker: bool = True) -> Iterator[None]:
+    """A timed, announced build step (mkosi style); its seconds land in timings[title].
+
+    ticker=False when the step draws its own progress line (the driver build's per-cell bar)."""
     say("==> %s", title, stream=stream)
     t0 = time.monotonic()
     try:
-        with Ticker(title, expected, stream, tty):
+        with Ticker(title, expected, stream, False if not ticker else tty):
             yield
     finally:
         dt = time.monotonic() - t0
