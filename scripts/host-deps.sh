@@ -12,6 +12,7 @@ PKGS=(
   dpkg-dev apt-utils gnupg openssl xorriso cpio zstd openssh-client
   packer curl
   slurm-wlm munge
+  chromium
 )
 
 missing=()

@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Dict, List, Optional, Sequence, TextIO
 
 from validator import textsafe
+from validator.bench.formulas import human_bytes
 from validator.report.render import ANSI, SYMBOL
 from validator.termtext import WIDTH
 
@@ -18,14 +19,6 @@ _CLEAR = "\r\033[K"
 
 def is_tty(stream: TextIO) -> bool:
     return bool(getattr(stream, "isatty", lambda: False)())
-
-
-def human_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if n == int(n) else f"{n:.1f} {unit}"
-        n /= 1024.0
-    return f"{n:.0f} TiB"
 
 
 class NoProgress:
@@ -87,7 +80,7 @@ def describe(ev: dict) -> str:
     """One short line for a benchmark event ('' for events not worth a line)."""
     kind = ev.get("event")
     if kind == "nccl_size":
-        return (f"{ev.get('op')} {human_size(float(ev.get('size') or 0))}: busbw {float(ev.get('busbw') or 0):.1f} "
+        return (f"{ev.get('op')} {human_bytes(int(ev.get('size') or 0))}: busbw {float(ev.get('busbw') or 0):.1f} "
                 f"GB/s")
     if kind == "figure":
         where = f"GPU{ev['gpu']}" if ev.get("gpu") is not None else "node"
@@ -124,7 +117,7 @@ class BenchProgress:
             if ev.get("op") != self.last_op:
                 self._line(self.NCCL_HEAD)
                 self.last_op = ev.get("op")
-            self._line(f"  {str(ev.get('op')):<15}{human_size(float(ev.get('size') or 0)):>10}"
+            self._line(f"  {str(ev.get('op')):<15}{human_bytes(int(ev.get('size') or 0)):>10}"
                        f"{float(ev.get('time_us') or 0):>12.1f}{float(ev.get('algbw') or 0):>12.2f}"
                        f"{float(ev.get('busbw') or 0):>12.2f}{ev.get('ranks', ''):>7}")
         elif kind == "figure" and ev.get("bench") != "nccl":

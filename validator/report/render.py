@@ -280,10 +280,20 @@ def metric_bars(results: Sequence[CheckResult]) -> List[dict]:
 
 
 def render_html(report: Report, problems: bool = False) -> str:
-    """One self-contained HTML file: no scripts, no fonts, no network; pictures are inline SVG."""
-    return _env().get_template("report.html.j2").render(
+    """One self-contained HTML file: no scripts, no fonts, no network; pictures are inline SVG. Failures and
+    warnings first (a jump list to their rows), then the GPUs, the measurements, the results by group."""
+    from validator.report import pictures
+    from validator.report.charts import round_num
+
+    ids = pictures.anchors(report)
+    env = _env()
+    env.filters["num"] = round_num
+    return env.get_template("report.html.j2").render(
         r=report, summary=report.summary, groups=shown_groups(report, problems), bars=group_bars(report),
-        metrics=metric_bars(report.results), colour=COLOUR, symbol=SYMBOL, summary_line=summary_line(report))
+        metrics=metric_bars(report.results), colour=COLOUR, symbol=SYMBOL, summary_line=summary_line(report),
+        problems=pictures.problems(report), anchor=lambda res: ids.get(id(res), ""), gpu_rows=pictures.gpu_rows(report),
+        nccl_chart=pictures.nccl_chart(report), burn_charts=pictures.burn_charts(report),
+        p2p=pictures.p2p_matrix(report))
 
 
 def render(report: Report, fmt: str, colour: bool = False, problems: bool = False) -> str:
