@@ -129,3 +129,34 @@ def test_xid_parsing_keeps_its_answers():
            "NVRM: Xid (PCI:0000:00:06.0): 99999999999, too big\n")
     ev = parse_xids(log)
     assert [(e.bus_id, e.xid) for e in ev] == [("0000:3b:00.0", 79), ("0000:00:06", 48)]
+
+
+# ---- property-based: random values in sysfs/procfs files and command outputs --------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_FILES = sorted(str(p.relative_to(H100)) for p in H100.rglob("*") if p.is_file() and not p.is_symlink()
+                and not p.name.endswith(".rc"))
+_VALUES = st.one_of(
+    st.sampled_from(["", "0", "-1", "-9999999999", "99999999999999999999999", "nan", "inf", "0x", "[", "[]",
+                     "1-", "0-99999999", "always [never", "N/A", "\x00", "\xff", "x" * 5000, "\n\n\n", "  ",
+                     "performance\nperformance", "16x", "-5 GT/s", "1e400"]),
+    st.text(max_size=40),
+    st.integers(-10 ** 12, 10 ** 12).map(str),
+)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.sampled_from(_FILES), _VALUES), min_size=1, max_size=4))
+def test_random_node_values_never_crash_a_check(tmp_path_factory, edits):
+    snap = tmp_path_factory.mktemp("fuzz") / "node"
+    shutil.copytree(H100, snap, symlinks=True)
+    for rel, value in edits:
+        p = snap / rel
+        p.chmod(0o644)
+        p.write_text(value, errors="surrogateescape")
+    with no_hang():
+        report = validate(root=snap)
+    crashed = [(r.id, r.observed) for r in report.results if "check crashed" in r.observed]
+    assert not crashed, (edits, crashed)
