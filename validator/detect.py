@@ -53,10 +53,12 @@ def read_loaded_driver(root: Path) -> LoadedDriver:
     """/proc/driver/nvidia/version (version + 'Open Kernel Module' => open), else /sys/module/nvidia/version."""
     text = _read(root, "proc/driver/nvidia/version")
     if text:
-        for line in text.splitlines():
+        for line in text.splitlines()[:64]:
+            line = line[:4096]  # the real line is ~100 characters: no regex sees a hostile 1 MB one
             m = _NVRM.search(line + " ")
             if m:
-                flavour = "open" if "Open Kernel Module" in line else "proprietary"
+                # the flavour only from a line that says which module it is; otherwise unknown, not "proprietary"
+                flavour = "open" if "Open Kernel Module" in line else "proprietary" if "Kernel Module" in line else None
                 return LoadedDriver(m.group(1), flavour, "/proc/driver/nvidia/version")
     text = _read(root, "sys/module/nvidia/version")
     if text and _VERSION.match(text.strip()):

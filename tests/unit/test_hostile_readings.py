@@ -246,3 +246,15 @@ def test_unreadable_driver_version_is_not_called_proprietary(snap, text, flavour
     (snap / "sys/module/nvidia/version").unlink(missing_ok=True)
     [r] = _by_id(validate(root=snap, ids=["gpu.driver_loaded"]))["gpu.driver_loaded"]
     assert f"({flavour} kernel module)" in r.observed, r.observed
+
+
+@pytest.mark.parametrize("text,flavour", [
+    ("NVRM version: garbage 535.261.03 more\n", None),
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.261.03  Wed Jun 4 2025\n", "proprietary"),
+    ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build\n", "open"),
+    ("NVRM version: " * 20000 + "\n", None),
+])
+def test_detect_never_guesses_the_flavour(snap, text, flavour):
+    from validator.detect import read_loaded_driver
+    (snap / "proc/driver/nvidia/version").write_text(text)
+    assert read_loaded_driver(snap).flavour == flavour
