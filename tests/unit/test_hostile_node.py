@@ -160,3 +160,12 @@ def test_random_node_values_never_crash_a_check(tmp_path_factory, edits):
         report = validate(root=snap)
     crashed = [(r.id, r.observed) for r in report.results if "check crashed" in r.observed]
     assert not crashed, (edits, crashed)
+
+
+@pytest.mark.parametrize("daemon", ["[" * 5000 + "]" * 5000, '{"runtimes": 5}', '{"runtimes": "nvidia"}', "[1]",
+                                    '{"default-runtime": ["nvidia"]}', "\xff", '{"runtimes": {"nvidia": {}}}'])
+def test_odd_docker_daemon_json_never_crashes(snap, daemon):
+    (snap / "etc/docker").mkdir(parents=True, exist_ok=True)
+    (snap / "etc/docker/daemon.json").write_text(daemon, errors="surrogateescape")
+    report = validate(root=snap, groups=["container"])
+    assert report.results and not [r for r in report.results if "check crashed" in r.observed]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 from validator.checks.base import Unavailable, check, fail, ok, skip, warn
 from validator.checks.context import Context
-from validator.errors import CommandError, ToolMissing
+from validator.errors import CommandError, ConfigError, ToolMissing
 from validator.node import NotCaptured
+from validator.userfile import parse_json
 
 RUNTIMES = ("docker", "containerd", "podman")
 TOOLKIT = ("nvidia-ctk", "nvidia-container-cli", "nvidia-container-runtime")
@@ -34,11 +34,13 @@ def _nvidia_configured(ctx: Context):
     daemon = ctx.text_or("/etc/docker/daemon.json")
     if daemon:
         try:
-            cfg = json.loads(daemon)
-            if "nvidia" in (cfg.get("runtimes") or {}) or cfg.get("default-runtime") == "nvidia":
-                where.append("docker daemon.json")
-        except (ValueError, AttributeError):
-            pass
+            cfg = parse_json(daemon, "/etc/docker/daemon.json")
+        except ConfigError:  # docker itself refuses such a file: no NVIDIA runtime from it
+            cfg = None
+        if isinstance(cfg, dict) and (
+                (isinstance(cfg.get("runtimes"), dict) and "nvidia" in cfg["runtimes"])
+                or cfg.get("default-runtime") == "nvidia"):
+            where.append("docker daemon.json")
     if re.search(r"nvidia", ctx.text_or("/etc/containerd/config.toml") or ""):
         where.append("containerd config.toml")
     for spec in CDI_SPECS:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from validator.checks.base import Metric, Unavailable, check, fail, ok, skip, warn
 from validator.checks.context import Context
-from validator.errors import CommandError, ToolMissing
+from validator.errors import CommandError, ConfigError, ToolMissing
 from validator.node import NotCaptured
+from validator.userfile import parse_json
 
 MEMBW_FRACTION = 0.75  # facts.md: DCGM thresholds are 0.75 x a measured value
 
@@ -28,9 +28,12 @@ def cuda_probe(ctx: Context) -> dict:
             tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
             return {"crashed": True, "rc": res.returncode, "error": tail[0][:200], "devices": []}
         try:
-            return json.loads(lines[-1])
-        except ValueError:
+            probe = parse_json(lines[-1], "cuda probe output")
+        except ConfigError:
+            probe = None
+        if not isinstance(probe, dict) or not isinstance(probe.get("devices", []), list):
             return {"crashed": True, "rc": res.returncode, "error": "unreadable output", "devices": []}
+        return probe
     return ctx._get("cuda_probe", run)
 
 
@@ -141,8 +144,8 @@ def dcgm_diag(ctx: Context):
     except CommandError as e:
         return fail(e.message.splitlines()[0], "all tests pass", "check nv-hostengine is running")
     try:
-        data = json.loads(res.stdout[res.stdout.find("{"):])
-    except ValueError:
+        data = parse_json(res.stdout[res.stdout.find("{"):], "dcgmi diag output")  # bounded depth: walk() recurses
+    except ConfigError:
         return fail(f"dcgmi exit {res.returncode}, output not JSON: {res.stdout.strip()[:160]}", "all tests pass",
                     "start nv-hostengine (systemctl start nvidia-dcgm)")
     results = []
