@@ -169,7 +169,7 @@ USAGE_CASES = [
      "drivers list"),
     ("bench nccl --ops", gpu_validate, ["bench", "nccl", "--ops", "nonsense"], "unknown nonsense"),
     ("bench nccl --min-bytes 1Z", gpu_validate, ["bench", "nccl", "--min-bytes", "1Z"], "not a size"),
-    ("matrix --config FIFO", gpuforge, ["matrix", "--config", "{t}/fifo"], "FIFO"),
+    ("matrix --config FIFO", gpuforge, ["matrix", "--config", "{t}/fifo"], "/fifo"),
     ("matrix --config list", gpuforge, ["matrix", "--config", "{t}/list.yaml"], "mapping"),
     ("compat --gpu empty", gpuforge, ["compat", "--gpu", ""], "known GPUs"),
     ("compat --cuda x.y", gpuforge, ["compat", "--gpu", "H100", "--cuda", "x.y"], "known"),
