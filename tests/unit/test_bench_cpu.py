@@ -81,7 +81,16 @@ def test_two_rank_training_on_cpu(tmp_path, fsdp):
     run = train_child.run({"model": "gpt-tiny", "device": "cpu", "ranks": 2, "steps": 2, "warmup": 1,
                            "micro_batch": 2, "compile": False, "fsdp": fsdp, "result_path": str(tmp_path / "r")})
     assert run.errors == [] and run.skipped is None
-    tok, tfl = run.figures
+    figs = {f.name: f for f in run.figures}
+    tok = figs["gpt-tiny_tokens_per_s"]
     assert tok.gpu is None and tok.meta["ranks"] == 2
     # Tokens count every rank: 2 ranks x 2 sequences x 32 tokens x 2 steps.
     assert tok.value * tok.meta["step_ms"] * 2 / 1e3 == pytest.approx(2 * 2 * 32 * 2, rel=0.05)
+    if fsdp:  # a sharded model does not fit one GPU: no 1-GPU phase to compare with
+        assert "gpt-tiny_scaling" not in figs
+    else:
+        # The 1-GPU figure comes from the same job (rank 0 alone first) and the efficiency is stated next to it.
+        sc = figs["gpt-tiny_scaling"]
+        assert sc.value == pytest.approx(tok.value / (2 * sc.meta["tokens_per_s_1gpu"]), rel=1e-3)
+        assert "on 1 GPU" in tok.detail and run.info["steps_1gpu"]["ranks"] == 1
+        assert run.info["ddp"]["static_graph"] and run.info["ddp"]["bucket_cap_mb"] == 25

@@ -3,7 +3,7 @@
 import pytest
 
 from validator.bench import evaluate, expect, report_out, telemetry
-from validator.bench.launch import Launch, detect, rendezvous_env
+from validator.bench.launch import Launch, LaunchError, detect, rendezvous_env
 from validator.bench.parsers import Topology
 from validator.bench.results import BenchRun, Figure, GpuInfo
 from validator.catalog import load_catalog
@@ -164,7 +164,7 @@ def test_launchers_from_environment():
     env = rendezvous_env(Launch(1, 2, 1, "slurm"), {"MASTER_ADDR": "127.0.0.1"})
     assert env == {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
                    "MASTER_PORT": "29500"}
-    with pytest.raises(ValueError, match="MASTER_ADDR"):
+    with pytest.raises(LaunchError, match="MASTER_ADDR"):
         rendezvous_env(Launch(1, 2, 1, "mpi"), {})
 
 
@@ -212,3 +212,38 @@ def test_bench_gpu_table_marks_the_issue_targets(cat):
     assert "MISSED (>= 708.7)" in lines["bf16"]
     assert "47.0 %" in lines["gpt-1.2b_mfu"] and "met (>= 40.0)" in lines["gpt-1.2b_mfu"]
     assert "boom" in lines["ERROR"] and "fail" in lines["ERROR"]
+
+
+NV2 = Topology(gpus=["GPU0", "GPU1"], links={(0, 1): "NV18", (1, 0): "NV18"})
+PCIE2 = Topology(gpus=["GPU0", "GPU1"], links={(0, 1): "SYS", (1, 0): "SYS"})
+
+
+def _scaling(value, ranks=2, nodes=1):
+    return Figure("train", "gpt-1.2b_scaling", value, "fraction", None,
+                  meta={"ranks": ranks, "nodes": nodes, "tokens_per_s_1gpu": 60861.0})
+
+
+@pytest.mark.parametrize("value,status", [(0.942, "pass"), (0.86, "warn"), (0.60, "fail")])
+def test_scaling_over_nvlink_against_95_percent_per_doubling(cat, value, status):
+    (o,) = [x for x in _one(_run("train", _scaling(value)), cat, "train", NV2) if "scaling" in x.subject]
+    assert o.status == status and o.metric.expected == 0.95 and "per doubling" in o.expected
+
+
+def test_scaling_per_doubling_for_eight_gpus_and_informational_without_nvlink(cat):
+    assert expect.expected_for(_scaling(0.8, ranks=8), None, None, None,
+                               Topology(gpus=[f"GPU{i}" for i in range(8)],
+                                        links={(a, b): "NV18" for a in range(8) for b in range(8) if a != b})
+                               ).value == pytest.approx(0.95 ** 3, abs=1e-4)
+    assert expect.expected_for(_scaling(0.5), None, None, None, PCIE2) is None
+    assert expect.expected_for(_scaling(0.5, nodes=2), None, None, None, NV2) is None
+    assert expect.expected_for(_scaling(0.5), None, None, None, None) is None
+
+
+def test_multi_node_nccl_is_gated_only_over_infiniband(cat):
+    sock = Figure("nccl", "all_reduce", 3.5, "GB/s", None, meta={"ranks": 2, "nodes": 2, "transport": ["NET/Socket"]})
+    ib = Figure("nccl", "all_reduce", 300.0, "GB/s", None,
+                meta={"ranks": 16, "nodes": 2, "transport": ["NET/IB", "P2P/CUMEM"], "ib_line_gbps": 3200.0})
+    # Between nodes NVLink does not set the pace: no NVLink expectation for sockets, line rate x 0.8 over IB.
+    assert expect.expected_for(sock, H100, None, None, NV2) is None
+    exp = expect.expected_for(ib, H100, None, None, NV2)
+    assert exp.value == 320.0 and "HCA ports" in exp.source

@@ -4,7 +4,7 @@ clock events seen under load, and the suites' own errors. Shared by `gpu-validat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from validator.bench import expect
 from validator.bench.results import BenchRun, Figure
@@ -38,6 +38,9 @@ CHECKS = {
                          "thermal/HW slowdown under load: check airflow, inlet temperature, power delivery"),
     "nccl": BenchCheck("gpu.bench_nccl", "gpu", "NCCL collectives bus bandwidth",
                        "check NVLink/NVSwitch (fabric manager), NCCL_DEBUG=INFO transport choice, PCIe ACS"),
+    "nccl_transport": BenchCheck("gpu.bench_nccl_transport", "gpu", "NCCL transport between ranks",
+                                 "multi-node on sockets although RDMA devices exist: check the HCA ports "
+                                 "(gpu-validate run --group pcie), NCCL_IB_HCA / NCCL_IB_DISABLE, nvidia_peermem"),
     "train": BenchCheck("gpu.bench_train", "gpu", "GPT training throughput / MFU",
                         "compare GEMM and bandwidth results first; then clocks, NCCL and the software stack"),
 }
@@ -56,7 +59,7 @@ def check_key(fig: Figure) -> str:
 
 
 SUITE_KEYS = {"bandwidth": ("host_copy", "mem_copy", "p2p"), "gemm": ("gemm", "burn", "clocks"),
-              "nccl": ("nccl",), "train": ("train",)}
+              "nccl": ("nccl", "nccl_transport"), "train": ("train",)}
 
 
 def _fmt(v: float, unit: str) -> str:
@@ -129,6 +132,33 @@ def clock_outcomes(run: BenchRun) -> List[Outcome]:
     return out
 
 
+def transport_outcome(run: BenchRun) -> Optional[Outcome]:
+    """Which transport NCCL chose, from its INFO log; sockets between nodes that have RDMA devices: warn."""
+    t = run.info.get("transport")
+    if not t or run.info.get("backend") != "nccl":
+        return None
+    if not t.get("log_read"):
+        return _skip("NCCL's INFO log was not read (NCCL_DEBUG_FILE set in the environment?)")
+    nodes, via = int(t.get("nodes") or 1), t.get("transports") or {}
+    names = ", ".join(f"{k} (ranks {', '.join(map(str, v))})" for k, v in via.items()) or "none logged"
+    obs = f"{nodes} node(s), {run.info.get('ranks')} ranks; via {names}; network plugin {', '.join(t.get('network') or []) or '?'}"
+    spec = CHECKS["nccl_transport"]
+    if nodes > 1:
+        socket_hosts_with_ib = sorted({h for h, devs in (t.get("ib_devices") or {}).items() if devs}) \
+            if "NET/Socket" in via else []
+        if socket_hosts_with_ib:
+            devs = "; ".join(f"{h}: {' '.join(t['ib_devices'][h])}" for h in socket_hosts_with_ib)
+            return _warn(obs + f"; RDMA devices present ({devs})", "NET/IB between nodes that have HCAs",
+                         spec.remedy)
+        return _ok(obs, "NET/IB where HCAs exist, else NET/Socket")
+    net_inside = [k for k in via if k.startswith("NET/")]
+    if net_inside and int(run.info.get("ranks") or 1) > 1:
+        return _warn(obs, "P2P or SHM between GPUs of one node",
+                     "ranks of one node talk through the network: NCCL_P2P_DISABLE / NCCL_SHM_DISABLE set, "
+                     "or no P2P path (ACS, IOMMU, containers without IPC)")
+    return _ok(obs, "P2P or SHM between GPUs of one node")
+
+
 def outcomes(run: BenchRun, catalog, topo=None) -> Dict[str, List[Outcome]]:
     """Check key -> outcomes for one suite run; a skipped or failed suite yields one outcome per key."""
     res: Dict[str, List[Outcome]] = {k: [] for k in SUITE_KEYS.get(run.suite, ())}
@@ -139,9 +169,15 @@ def outcomes(run: BenchRun, catalog, topo=None) -> Dict[str, List[Outcome]]:
     if run.suite == "gemm":
         res["clocks"] = clock_outcomes(run) or [_skip("no NVML samples (pynvml missing or NVML not usable)")]
     for err in run.errors:
-        keys = [k for k in res if not res[k]] or list(res)[:1]
+        keys = [k for k in res if not res[k] and k != "nccl_transport"] or list(res)[:1]
         for k in keys[:1]:
             res[k].append(_fail(err, "the benchmark runs without errors", CHECKS[k].remedy, subject="error"))
+    if run.suite == "nccl":
+        t = transport_outcome(run)
+        if t is not None:
+            res["nccl_transport"].append(t)
+        elif run.info.get("backend") == "gloo":
+            res["nccl_transport"].append(_skip("gloo backend: no NCCL transport"))
     for k in res:
         if not res[k]:
             if k == "p2p" and len(run.gpus) == 1 and not run.skipped:

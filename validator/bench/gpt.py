@@ -4,6 +4,7 @@ Shapes named as in the Megatron-LM paper (Shoeybi et al. 2019, table 1) and GPT-
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from validator.bench.formulas import gpt_model_flops, gpt_params
@@ -48,26 +49,34 @@ def get_config(name: str) -> GptConfig:
 
 def build(torch, cfg: GptConfig):
     """The model as a torch.nn.Module (torch is passed in: validator never imports it at top level)."""
+    return _classes(torch)[2](cfg)
+
+
+@functools.lru_cache(maxsize=None)
+def _classes(torch):
+    """The module classes, made once: torch.compile guards on a module's type, so a class made anew for each
+    model would recompile every block graph for every model (and fall back to eager past the recompile limit)."""
     nn = torch.nn
     F = torch.nn.functional
 
     class Attention(nn.Module):
-        def __init__(self):
+        def __init__(self, cfg: GptConfig):
             super().__init__()
+            self.heads = cfg.heads
             self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
             self.proj = nn.Linear(cfg.hidden, cfg.hidden)
 
         def forward(self, x):
             b, s, h = x.shape
-            q, k, v = self.qkv(x).view(b, s, 3, cfg.heads, h // cfg.heads).permute(2, 0, 3, 1, 4)
+            q, k, v = self.qkv(x).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             return self.proj(y.transpose(1, 2).reshape(b, s, h))
 
     class Block(nn.Module):
-        def __init__(self):
+        def __init__(self, cfg: GptConfig):
             super().__init__()
             self.ln1 = nn.LayerNorm(cfg.hidden)
-            self.attn = Attention()
+            self.attn = Attention(cfg)
             self.ln2 = nn.LayerNorm(cfg.hidden)
             self.fc = nn.Linear(cfg.hidden, 4 * cfg.hidden)
             self.out = nn.Linear(4 * cfg.hidden, cfg.hidden)
@@ -77,11 +86,12 @@ def build(torch, cfg: GptConfig):
             return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
 
     class GPT(nn.Module):
-        def __init__(self):
+        def __init__(self, cfg: GptConfig):
             super().__init__()
+            self.vocab = cfg.vocab
             self.wte = nn.Embedding(cfg.vocab, cfg.hidden)
             self.wpe = nn.Embedding(cfg.seq, cfg.hidden)
-            self.blocks = nn.ModuleList(Block() for _ in range(cfg.layers))
+            self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
             self.ln_f = nn.LayerNorm(cfg.hidden)
             for m in self.modules():
                 if isinstance(m, (nn.Linear, nn.Embedding)):
@@ -95,6 +105,6 @@ def build(torch, cfg: GptConfig):
             for blk in self.blocks:
                 x = blk(x)
             logits = F.linear(self.ln_f(x), self.wte.weight)  # tied output layer
-            return F.cross_entropy(logits.float().view(-1, cfg.vocab), targets.reshape(-1))
+            return F.cross_entropy(logits.float().view(-1, self.vocab), targets.reshape(-1))
 
-    return GPT()
+    return Attention, Block, GPT

@@ -255,3 +255,90 @@ def parse_megatron_log(text: str) -> List[dict]:
                 }
             )
     return rows
+
+
+# ---------------------------------------------------------------- NCCL_DEBUG=INFO
+@dataclass
+class NcclTransport:
+    """What one rank's NCCL INFO log says about how it talks to its peers.
+
+    Line formats from NCCL's source (init.cc, transport/net.cc, p2p.cc, shm.cc), e.g.
+    'NCCL INFO Using network Socket', 'NCCL INFO NET/Socket : Using [0]lo:127.0.0.1<0>',
+    'NCCL INFO NET/IB : No device found.', 'NCCL INFO comm 0x.. rank 0 nRanks 2 nNodes 2 localRanks 1 ...',
+    'NCCL INFO Channel 00/0 : 1[1] -> 0[0] [receive] via NET/Socket/0', '... via P2P/CUMEM', '... via SHM/direct/direct'."""
+
+    version: Optional[str] = None
+    network: Optional[str] = None  # the net plugin NCCL assigned: IB, Socket, or a plugin's name
+    net_devices: List[str] = field(default_factory=list)  # ["lo"], ["mlx5_0:1/IB", ...]
+    ib_found: Optional[bool] = None  # False: "NET/IB : No device found."
+    nranks: Optional[int] = None
+    nnodes: Optional[int] = None
+    local_ranks: Optional[int] = None
+    channels: Dict[str, int] = field(default_factory=dict)  # "NET/Socket" -> connections set up that way
+    gdr: bool = False  # a NET connection used GPUDirect RDMA (/GDRDMA)
+
+    @property
+    def transports(self) -> List[str]:
+        return sorted(self.channels)
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "network": self.network, "net_devices": self.net_devices,
+                "ib_found": self.ib_found, "nranks": self.nranks, "nnodes": self.nnodes,
+                "local_ranks": self.local_ranks, "channels": dict(self.channels), "gdr": self.gdr,
+                "transports": self.transports}
+
+
+_NCCL_VIA = re.compile(r"Channel \d+(?:/\d+)? : \d+\[[0-9a-fx]+\] -> \d+\[[0-9a-fx]+\](?: \[(?:send|receive)\])? "
+                       r"via (\S+)")
+
+
+def _transport_label(via: str) -> str:
+    """'NET/Socket/0' -> 'NET/Socket', 'NET/IB/3/GDRDMA' -> 'NET/IB', 'P2P/CUMEM/read' -> 'P2P/CUMEM',
+    'SHM/direct/direct' -> 'SHM', 'P2P/IPC' -> 'P2P/IPC'."""
+    parts = via.split("/")
+    if parts[0] == "NET" and len(parts) > 1:
+        return "NET/" + parts[1]
+    if parts[0] == "SHM":
+        return "SHM"
+    return "/".join(parts[:2])
+
+
+def parse_nccl_info(text: str) -> NcclTransport:
+    t = NcclTransport()
+    devices: Dict[str, List[str]] = {}  # per net plugin: NCCL may try IB, then fall back to Socket
+    for raw in text.splitlines():
+        i = raw.find("NCCL INFO ")
+        if i < 0:
+            continue
+        line = raw[i + len("NCCL INFO "):].strip()
+        m = re.match(r"NCCL version (\S+)", line)
+        if m:
+            t.version = m.group(1)
+            continue
+        m = re.match(r"Using network (\S+)", line)
+        if m:
+            t.network = m.group(1)
+            continue
+        if re.match(r"NET/IB ?: No device found", line):
+            t.ib_found = False
+            continue
+        m = re.match(r"NET/(\w+) ?: Using (.*)", line)
+        if m:
+            devs = re.findall(r"\[\d+\]([^\s;]+)", m.group(2))
+            if m.group(1) == "IB" and devs:
+                t.ib_found = True
+            if devs:
+                devices[m.group(1)] = [re.sub(r"<\d+>$", "", d) for d in devs]
+            continue
+        m = re.search(r"nRanks (\d+) nNodes (\d+) localRanks (\d+)", line)
+        if m:
+            t.nranks, t.nnodes, t.local_ranks = (int(x) for x in m.groups())
+            continue
+        m = _NCCL_VIA.search(line)
+        if m:
+            via = m.group(1)
+            label = _transport_label(via)
+            t.channels[label] = t.channels.get(label, 0) + 1
+            t.gdr = t.gdr or "/GDRDMA" in via
+    t.net_devices = devices.get(t.network or "", [])
+    return t

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from validator import events, subp
-from validator.bench import parsers
+from validator.bench import ncclenv, parsers
 from validator.bench.formulas import COLLECTIVES, human_bytes
-from validator.bench.launch import MULTICAST_OFF, detect
+from validator.bench.launch import DEFAULT_PEER_TIMEOUT_S, MULTICAST_OFF, detect
 from validator.bench.results import BenchRun, Figure
 from validator.errors import CommandError, GpuforgeError
 
@@ -41,12 +41,17 @@ class Options:
     nccl_ops: tuple = COLLECTIVES
     nccl_engine: str = "auto"  # auto | torch | nccl-tests
     nccl_backend: str = "nccl"  # gloo: the same collectives between CPU processes (tests, CPU-only nodes)
+    nccl_iters: int = 0  # timed calls per size; 0: 20 up to 64 MiB, 10 up to 1 GiB, 5 above
+    nccl_warmup: int = 3  # untimed calls per size first
+    nccl_env: tuple = ()  # KEY=VALUE overrides of the NCCL settings derived from the node
+    peer_timeout_s: float = DEFAULT_PEER_TIMEOUT_S  # rendezvous and collectives: a silent peer fails, never hangs
     train_model: str = "gpt-1.2b"
-    train_steps: int = 20
+    train_steps: int = 30  # per-step times vary by ~5 % at the power cap: enough steps to average that out
     train_warmup: int = 6
     micro_batch: Optional[int] = None
     train_device: str = "cuda"
     train_engine: str = "builtin"  # builtin | megatron
+    train_scaling: bool = True  # with N > 1 GPUs, also the 1-GPU figure in the same job (scaling efficiency)
     compile: bool = True
     burn_tools: bool = True  # also run gpu_burn / dcgmi diag when installed
     timeout_s: float = 1800.0
@@ -55,7 +60,7 @@ class Options:
     @classmethod
     def short(cls, **kw) -> "Options":
         # NCCL still reaches 8 GiB: busbw is gated on the largest size, and the baselines are large-size figures.
-        base = dict(reps=20, gemm_seconds=3.0, nccl_max=8 << 30, nccl_factor=8, train_steps=10, train_warmup=4,
+        base = dict(reps=20, gemm_seconds=3.0, nccl_max=8 << 30, nccl_factor=8, train_steps=15, train_warmup=4,
                     burn_tools=False, timeout_s=900.0)
         base.update(kw)
         return cls(**base)
@@ -173,19 +178,36 @@ def _add_dcgmi(run: BenchRun) -> None:
 
 
 def nccl(o: Options) -> BenchRun:
+    launch = detect(os.environ)  # a half-set launcher environment is a usage error before any work
     params = {"gpus": list(o.gpus), "min_bytes": o.nccl_min, "max_bytes": o.nccl_max, "factor": o.nccl_factor,
-              "ops": list(o.nccl_ops), "backend": o.nccl_backend}
+              "ops": list(o.nccl_ops), "backend": o.nccl_backend, "iters": o.nccl_iters,
+              "warmup_iters": o.nccl_warmup, "peer_timeout": o.peer_timeout_s}
     if o.gpus:
         params["ranks"] = len(o.gpus)
+    nenv = nccl_settings(o, launch)
     if o.nccl_engine in ("auto", "torch"):
-        run = run_child("nccl", params, o.timeout_s, o.verbose, _visible(o))
+        run = run_child("nccl", params, _child_timeout(o), o.verbose, dict(_visible(o), **nenv.values))
     else:
         run = BenchRun("nccl")
+    run.info["nccl_env"] = nenv.to_info()
     # Under torchrun/srun/mpirun every rank runs this: nccl-tests (single process, all local GPUs) would
     # start once per rank, so it only runs when we spawned the ranks ourselves.
-    if o.nccl_engine in ("auto", "nccl-tests") and o.nccl_backend == "nccl" and detect(os.environ) is None:
+    if o.nccl_engine in ("auto", "nccl-tests") and o.nccl_backend == "nccl" and launch is None:
         _add_nccl_tests(run, o)
     return run
+
+
+def nccl_settings(o: Options, launch) -> "ncclenv.NcclEnv":
+    """NCCL_* for the child: derived from this node (HCAs, default route), the environment's, then --nccl-env."""
+    from validator.node import Node
+
+    return ncclenv.derive(Node("/"), os.environ, multi_node=bool(launch and launch.multi_node),
+                          overrides=ncclenv.parse_overrides(o.nccl_env))
+
+
+def _child_timeout(o: Options) -> float:
+    # The child's own peer timeout must fire first, so its clear error (not a kill) is what the user sees.
+    return max(o.timeout_s, o.peer_timeout_s * 2 + 60)
 
 
 _NCCL_TESTS_BIN = {"all_reduce": "all_reduce_perf", "all_gather": "all_gather_perf",
@@ -234,8 +256,10 @@ def train(o: Options) -> BenchRun:
         from validator.bench import megatron
 
         return megatron.run(o)
+    launch = detect(os.environ)
     params = {"model": o.train_model, "steps": o.train_steps, "warmup": o.train_warmup, "device": o.train_device,
-              "compile": o.compile and o.train_device == "cuda"}
+              "compile": o.compile and o.train_device == "cuda", "peer_timeout": o.peer_timeout_s,
+              "scaling": o.train_scaling}
     if o.micro_batch:
         params["micro_batch"] = o.micro_batch
     elif o.train_device == "cuda":
@@ -244,7 +268,10 @@ def train(o: Options) -> BenchRun:
         params["micro_batch"] = 2
     if o.gpus:
         params["ranks"] = len(o.gpus)
-    return run_child("train", params, o.timeout_s, o.verbose, _visible(o))
+    env = _visible(o)
+    if o.train_device == "cuda":
+        env.update(nccl_settings(o, launch).values)
+    return run_child("train", params, _child_timeout(o), o.verbose, env)
 
 
 def _visible(o: Options) -> dict:
@@ -256,6 +283,7 @@ RUNNERS = {"bandwidth": bandwidth, "gemm": gemm, "nccl": nccl, "train": train}
 
 
 def run_suites(names, o: Options) -> SuiteReport:
+    detect(os.environ)  # a half-set launcher environment is a usage error before any work
     rep = SuiteReport(topology=topology())
     for name in names:
         t0 = time.perf_counter()

@@ -67,6 +67,13 @@ def common(f):
     return f
 
 
+def fabric_options(f):
+    """Multi-node knobs shared by nccl and train."""
+    f = click.option("--nccl-env", multiple=True, metavar="KEY=VALUE",
+                     help="Override an NCCL setting derived from the node (NCCL_IB_HCA, NCCL_SOCKET_IFNAME, ...).")(f)
+    f = click.option("--peer-timeout", type=click.FloatRange(1, 86400), default=None,
+                     help="Seconds to wait for the other ranks (rendezvous and each collective) [120].")(f)
+    return f
 
 
 def _options(short: bool, **kw) -> suite.Options:
@@ -164,30 +171,45 @@ def gemm(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, sec
 @click.option("--engine", type=click.Choice(["auto", "torch", "nccl-tests"]), default="auto", show_default=True)
 @click.option("--backend", type=click.Choice(["nccl", "gloo"]), default="nccl", show_default=True,
               help="gloo: the same collectives between 2 CPU processes (a smoke test without GPUs).")
-def nccl(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, ops, min_bytes, max_bytes, factor, engine, backend):
-    """Collectives through torch.distributed (one process per GPU; torchrun/srun/mpirun aware); nccl-tests too."""
+@click.option("--iters", type=click.IntRange(0, 100000), default=None,
+              help="Timed calls per size [0 = auto: 20 up to 64 MiB, 10 up to 1 GiB, 5 above].")
+@click.option("--warmup-iters", type=click.IntRange(0, 1000), default=None, help="Untimed calls per size first [3].")
+@fabric_options
+def nccl(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, ops, min_bytes, max_bytes, factor, engine,
+         backend, iters, warmup_iters, nccl_env, peer_timeout):
+    """Collectives through torch.distributed (one process per GPU; torchrun/srun/mpirun aware, one node or many);
+    the transport NCCL chose (NET/IB, NET/Socket, P2P, SHM) from its INFO log; nccl-tests too."""
     bad = [x for x in ops if x not in COLLECTIVES]
     if bad:
         raise UserError(f"--ops: unknown {', '.join(bad)}; known: {', '.join(COLLECTIVES)}")
     _finish(["nccl"], _options(short, gpus=gpus, nccl_ops=tuple(ops), nccl_min=min_bytes, nccl_max=max_bytes,
-                               nccl_factor=factor, nccl_engine=engine, nccl_backend=backend, verbose=stream), fmt, output, as_json, problems, out_dir, save)
+                               nccl_factor=factor, nccl_engine=engine, nccl_backend=backend, nccl_iters=iters,
+                               nccl_warmup=warmup_iters, nccl_env=tuple(nccl_env), peer_timeout_s=peer_timeout,
+                               verbose=stream), fmt, output, as_json, problems, out_dir, save)
 
 
 @command.command("train")
 @common
 @click.option("--model", type=click.Choice(sorted(CONFIGS)), default="gpt-1.2b", show_default=True)
-@click.option("--steps", type=click.IntRange(1, 100000), default=None, help="Timed steps [20; short 10].")
+@click.option("--steps", type=click.IntRange(1, 100000), default=None, help="Timed steps [30; short 15].")
 @click.option("--warmup", type=click.IntRange(1, 1000), default=None, help="Untimed steps first (compile).")
 @click.option("--micro-batch", type=click.IntRange(1, 4096), default=None, help="Sequences per GPU per step.")
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True)
 @click.option("--engine", type=click.Choice(["builtin", "megatron"]), envvar="GPUFORGE_TRAIN_ENGINE",
               default="builtin", show_default=True, help="megatron: Megatron-LM when installed (NGC container).")
 @click.option("--compile/--no-compile", "compile_", default=True, show_default=True, help="torch.compile the blocks.")
-def train(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, model, steps, warmup, micro_batch, device, engine, compile_):
-    """GPT on synthetic tokens, bf16, SDPA: tokens/s, model TFLOP/s (Megatron formula), MFU vs dense peak."""
+@click.option("--scaling/--no-scaling", default=True, show_default=True,
+              help="With several GPUs, also train on GPU 0 alone first: scaling efficiency vs 1 GPU.")
+@fabric_options
+def train(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, model, steps, warmup, micro_batch, device,
+          engine, compile_, scaling, nccl_env, peer_timeout):
+    """GPT on synthetic tokens, bf16, SDPA: tokens/s, model TFLOP/s (Megatron formula), MFU vs dense peak,
+    scaling efficiency vs 1 GPU."""
     _finish(["train"], _options(short, gpus=gpus, train_model=model, train_steps=steps, train_warmup=warmup,
                                 micro_batch=micro_batch, train_device=device, train_engine=engine,
-                                compile=compile_, verbose=stream), fmt, output, as_json, problems, out_dir, save)
+                                compile=compile_, train_scaling=scaling, nccl_env=tuple(nccl_env),
+                                peer_timeout_s=peer_timeout, verbose=stream), fmt, output, as_json, problems, out_dir,
+            save)
 
 
 @command.command("all")
