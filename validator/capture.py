@@ -62,6 +62,37 @@ def _copy_file(src: Path, dst: Path) -> None:
     dst.write_bytes(data)
 
 
+# What pcie.ib_* and the NCCL settings read under /sys/class/infiniband/<dev> (validator/fabric.py).
+IB_ATTRS = ["node_type", "node_guid", "sys_image_guid", "node_desc", "fw_ver", "hca_type", "board_id", "hw_rev"]
+IB_PORT_ATTRS = ["state", "phys_state", "rate", "link_layer", "lid", "sm_lid", "cap_mask", "counters/*",
+                 "gid_attrs/types/[0-9]", "gid_attrs/types/1[0-5]", "gids/[0-9]", "gids/1[0-5]"]
+
+
+def _capture_ib(root: Path, tmp: Path) -> None:
+    """Each RDMA device as the kernel lays it out: its folder under the PCI function (attributes, ports, counters,
+    the first 16 GIDs), the `device` link back to the function, and the /sys/class/infiniband link to it."""
+    for link in sorted((root / "sys/class/infiniband").glob("*")):
+        real = link.resolve()
+        try:
+            rel = real.relative_to(root.resolve())
+        except ValueError:
+            continue
+        dst = tmp / rel
+        dst.mkdir(parents=True, exist_ok=True)
+        for attr in IB_ATTRS:
+            _copy_file(real / attr, dst / attr)
+        for port in sorted((real / "ports").glob("*")):
+            for pattern in IB_PORT_ATTRS:
+                for src in sorted(port.glob(pattern)):
+                    if src.is_file():
+                        _copy_file(src, dst / "ports" / port.name / src.relative_to(port))
+        if (real / "device").is_symlink():
+            os.symlink(os.readlink(real / "device"), dst / "device")
+        cls = tmp / "sys/class/infiniband" / link.name
+        cls.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(dst, cls.parent), cls)
+
+
 def _pci_functions(root: Path) -> Iterable[Tuple[str, Path]]:
     bus = root / "sys/bus/pci/devices"
     for link in sorted(bus.glob("*")) if bus.is_dir() else []:
@@ -103,8 +134,7 @@ def capture(dest, root: Path = Path("/"), run_commands: bool = True) -> Path:
             links.append(f"{addr} -> /{rel}")
         (tmp / "cmd").mkdir(parents=True, exist_ok=True)
         (tmp / "cmd/pci_links.txt").write_text("\n".join(links) + "\n")
-        for ib in sorted((root / "sys/class/infiniband").glob("*")):
-            (tmp / "sys/class/infiniband" / ib.name).mkdir(parents=True, exist_ok=True)
+        _capture_ib(root, tmp)
         if (root / "sys/kernel/iommu_groups").is_dir():  # an empty folder says "no groups", absence says "unknown"
             (tmp / "sys/kernel/iommu_groups").mkdir(parents=True, exist_ok=True)
         for g in sorted((root / "sys/kernel/iommu_groups").glob("*")):
@@ -120,7 +150,7 @@ def capture(dest, root: Path = Path("/"), run_commands: bool = True) -> Path:
                     out, rc = e.message + "\n", 124
                 (tmp / "cmd" / name).write_text(out)
                 (tmp / "cmd" / f"{name}.rc").write_text(f"rc={rc}\n")
-        live = Node(root, live=True) if root.resolve() == Path("/") else Node(root, live=False)
+        live = Node.open(root)  # another root answers from its own cmd/ (never from this host's tools)
         (tmp / "cmd/which.txt").write_text("".join(f"{t}: {live.which(t) or 'missing'}\n" for t in TOOLS))
         (tmp / "cmd/which.txt.rc").write_text("rc=0\n")
         (tmp / "README.md").write_text(f"# Node snapshot captured by gpu-validate capture\n\nReplay: "

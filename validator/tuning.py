@@ -57,6 +57,16 @@ class GpuTuning:
 
 
 @dataclass(frozen=True)
+class FabricTuning:
+    """The node's InfiniBand / RoCE ports as the image expects them (checks pcie.ib_*); None = not checked."""
+
+    hca_ports: Optional[int] = None      # ports that must be ACTIVE/LinkUp, e.g. 8 (one NDR HCA per GPU)
+    rate_gbps: Optional[float] = None    # each port's rate, e.g. 400 (4X NDR), 200 (4X HDR)
+    link_layer: Optional[str] = None     # InfiniBand | Ethernet (RoCE)
+    gpudirect: Optional[bool] = None     # None: expected when HCA ports are up and NVIDIA GPUs present
+
+
+@dataclass(frozen=True)
 class TuningProfile:
     name: str
     description: str = ""
@@ -67,6 +77,7 @@ class TuningProfile:
     memory: MemoryTuning = field(default_factory=MemoryTuning)
     modules: Tuple[str, ...] = ("nvidia", "nvidia_uvm")
     gpu: GpuTuning = field(default_factory=GpuTuning)
+    fabric: FabricTuning = field(default_factory=FabricTuning)
     bios_checklist: Tuple[str, ...] = ()
     source: str = field(default="", compare=False)         # file it came from (not part of identity)
 
@@ -136,7 +147,8 @@ def _opt(sec: dict, key: str, kinds, src: str, path: str, default, choices=None)
 
 
 _TOP = ("schema_version", "name", "description", "enforce", "cmdline", "sysctl", "cpu", "memory",
-        "modules", "gpu", "bios_checklist")
+        "modules", "gpu", "fabric", "bios_checklist")
+_LINK_LAYERS = ("InfiniBand", "Ethernet")
 
 
 def _parse(data: Any, src: str) -> TuningProfile:
@@ -193,6 +205,17 @@ def _parse(data: Any, src: str) -> TuningProfile:
         max_temp_c=float(_opt(g, "max_temp_c", (int, float), src, "gpu.max_temp_c", 85.0) or 85.0),
         expect=_opt(g, "expect", str, src, "gpu.expect", None),
     )
+    f = _section(data, "fabric", ("hca_ports", "rate_gbps", "link_layer", "gpudirect"), src)
+    fabric = FabricTuning(
+        hca_ports=_opt(f, "hca_ports", int, src, "fabric.hca_ports", None),
+        rate_gbps=_opt(f, "rate_gbps", (int, float), src, "fabric.rate_gbps", None),
+        link_layer=_opt(f, "link_layer", str, src, "fabric.link_layer", None, _LINK_LAYERS),
+        gpudirect=_opt(f, "gpudirect", bool, src, "fabric.gpudirect", None),
+    )
+    _want(fabric.hca_ports is None or 0 <= fabric.hca_ports <= 64, src, "fabric.hca_ports", "a count 0..64",
+          fabric.hca_ports)
+    _want(fabric.rate_gbps is None or 0 < fabric.rate_gbps <= 3200, src, "fabric.rate_gbps",
+          "a port rate in Gb/s, e.g. 400", fabric.rate_gbps)
     modules = data.get("modules", ["nvidia", "nvidia_uvm"]) or []
     _want(isinstance(modules, list) and all(isinstance(x, str) and _MODULE.match(x) for x in modules), src,
           "modules", "a list of kernel module names (letters, digits, _ -)", modules)
@@ -204,7 +227,8 @@ def _parse(data: Any, src: str) -> TuningProfile:
     desc = data.get("description", "") or ""
     _want(isinstance(desc, str), src, "description", "a string", desc)
     return TuningProfile(name=name, description=desc, enforce=enforce, cmdline=tuple(cmdline), sysctl=tuple(pairs),
-                         cpu=cpu, memory=memory, modules=tuple(modules), gpu=gpu, bios_checklist=tuple(bios),
+                         cpu=cpu, memory=memory, modules=tuple(modules), gpu=gpu, fabric=fabric,
+                         bios_checklist=tuple(bios),
                          source=src)
 
 

@@ -87,9 +87,20 @@ def test_acs_from_lspci(h100_copy):
 
 
 def test_infiniband_needs_peermem(h100_copy):
-    (h100_copy / "sys/class/infiniband/mlx5_0").mkdir(parents=True)
-    r = _got(h100_copy)[("kernel.modules", "")]
-    assert r.status == "warn" and "nvidia_peermem" in r.observed
+    port = h100_copy / "sys/class/infiniband/mlx5_0/ports/1"
+    port.mkdir(parents=True)
+    (port / "state").write_text("4: ACTIVE\n")
+    (port / "phys_state").write_text("5: LinkUp\n")
+    got = _got(h100_copy)
+    # The capture runs the open kernel modules on Linux 6.x: GPUDirect RDMA through DMA-BUF, no peermem needed.
+    r = got[("pcie.ib_gpudirect", "")]
+    assert r.status == "pass" and "DMA-BUF" in r.observed
+    write(h100_copy, "proc/driver/nvidia/version", "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.216.03\n")
+    got = _got(h100_copy)
+    r = got[("pcie.ib_gpudirect", "")]
+    assert r.status == "warn" and "nvidia_peermem not loaded" in r.observed
+    # One fault, one check: GPUDirect RDMA is pcie.ib_gpudirect's, not kernel.modules'.
+    assert got[("kernel.modules", "")].status == "pass"
 
 
 def test_container_and_dcgm_replayed(h100_copy):

@@ -30,32 +30,57 @@ CMD_NVCC = ("nvcc.txt", ["nvcc", "--version"])
 _VENDOR_PREFIXES = {"intel": ("intel_iommu=", "intel_idle.", "intel_pstate="), "amd": ("amd_iommu=", "amd_pstate=")}
 
 
+# InfiniBand port speeds (4X link rates, Gb/s) a --expect item may name instead of a GPU model: "8xNDR", "8x400G".
+IB_RATES = {"SDR": 10, "DDR": 20, "QDR": 40, "FDR10": 40, "FDR": 56, "EDR": 100, "HDR": 200, "NDR": 400, "XDR": 800}
+_RATE_ITEM = re.compile(r"^(?:(?P<name>[A-Za-z]+\d*)|(?P<gbps>\d+(?:\.\d+)?)\s*G(?:b(?:/?s)?)?)$", re.I)
+
+
+def _ib_rate(name: str) -> Optional[float]:
+    """'NDR' -> 400, '400G' / '400Gb/s' -> 400; None for anything else (a GPU model)."""
+    m = _RATE_ITEM.match(name.strip())
+    if not m:
+        return None
+    if m.group("gbps"):
+        return float(m.group("gbps"))
+    return float(IB_RATES[m.group("name").upper()]) if m.group("name").upper() in IB_RATES else None
+
+
 @dataclass(frozen=True)
 class Expectation:
-    """--expect "8xH100" (or "2xH200,1xL4"): how many GPUs of which model/family."""
+    """--expect "8xH100" (or "2xH200,1xL4", or "8xH100,8xNDR" with the HCA ports): GPUs of which model/family,
+    and optionally how many InfiniBand/RoCE ports at which rate."""
 
     items: Tuple[Tuple[int, str], ...]
+    fabric: Tuple[Tuple[int, float], ...] = ()  # (ports, Gb/s)
 
     @property
     def total(self) -> int:
         return sum(n for n, _ in self.items)
 
+    def __bool__(self) -> bool:
+        """True when GPUs are expected (what the GPU checks ask); ports alone ("8xNDR") are for pcie.ib_* only."""
+        return bool(self.items)
+
     def __str__(self) -> str:
-        return ",".join(f"{n}x{m}" for n, m in self.items)
+        return ",".join([f"{n}x{m}" for n, m in self.items] + [f"{n}x{r:g}G" for n, r in self.fabric])
 
     @classmethod
     def parse(cls, text: str) -> "Expectation":
-        items = []
+        items, fabric = [], []
         for part in text.split(","):
             part = part.strip()
             m = re.fullmatch(r"(?:(\d+)\s*[xX*]\s*)?(.+)", part)
             if not part or not m or not m.group(2).strip():
-                raise UserError(f"--expect {text!r}: expected COUNTxMODEL[,COUNTxMODEL...], e.g. 8xH100")
+                raise UserError(f"--expect {text!r}: expected COUNTxMODEL[,COUNTxMODEL...], e.g. 8xH100 or 8xH100,8xNDR")
             n = int(m.group(1)) if m.group(1) else 1
             if n < 1 or n > 1024:
                 raise UserError(f"--expect {text!r}: GPU count {n} out of range 1..1024")
-            items.append((n, m.group(2).strip()))
-        return cls(tuple(items))
+            rate = _ib_rate(m.group(2))
+            if rate is not None:
+                fabric.append((n, rate))
+            else:
+                items.append((n, m.group(2).strip()))
+        return cls(tuple(items), tuple(fabric))
 
 
 def gpu_label(g: GpuInfo) -> str:

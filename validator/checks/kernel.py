@@ -52,14 +52,11 @@ def _no_nvidia_gpu(ctx: Context) -> bool:
 @check("kernel.modules", "kernel", "quick", "NVIDIA kernel modules loaded")
 def modules(ctx: Context):
     mods = ctx.modules
-    want = list(ctx.profile.modules)
-    ib = ctx.node.listdir("/sys/class/infiniband", [])
-    if ib and "nvidia_peermem" not in want:
-        want.append("nvidia_peermem")  # GPUDirect RDMA needs it when an RDMA device is present
+    want = list(ctx.profile.modules)  # nvidia_peermem for GPUDirect RDMA is judged by pcie.ib_gpudirect
     missing = [m for m in want if m not in mods]
     loaded = [m for m in want if m in mods]
     observed = "loaded: " + (" ".join(loaded) or "none") + (f"; missing: {' '.join(missing)}" if missing else "")
-    exp = " ".join(want) + (" (InfiniBand present)" if ib else "")
+    exp = " ".join(want)
     if "nvidia" in missing and not ctx.expect and _no_nvidia_gpu(ctx):
         return skip("no NVIDIA GPU on PCI: " + observed, exp)
     if "nvidia" in missing:
