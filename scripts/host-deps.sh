@@ -13,6 +13,7 @@ PKGS=(
   packer curl
   slurm-wlm munge
   chromium
+  perftest
 )
 
 missing=()

@@ -124,6 +124,7 @@ BASELINE_FIELDS = (
     "gpt_tflops",
     "gpt_mfu",
     "gpt_samples_per_s",
+    "rdma_gdr_gbps",
 )
 
 
@@ -140,6 +141,7 @@ class Baseline:
     gpt_tflops: Optional[float] = None  # GPT-1.2B, per GPU
     gpt_mfu: Optional[float] = None  # fraction of dense bf16 peak
     gpt_samples_per_s: Optional[float] = None
+    rdma_gdr_gbps: Optional[float] = None  # ib_write_bw GPUDirect per NDR (400 Gb/s) HCA port, Gb/s
     sources: FrozenMap = field(default_factory=FrozenMap)  # field name -> where the number comes from
 
     def to_dict(self) -> dict:

@@ -89,3 +89,56 @@ def run(
     if check and proc.returncode not in set(ok_codes):
         raise CommandError(argv, proc.returncode, result.stdout, result.stderr)
     return result
+
+
+class Background:
+    """A process that runs while we do something else (a benchmark server waiting for its client): output to a
+    temporary file, stdin from /dev/null; `wait(timeout)` or `stop()` ends it and returns a CmdResult."""
+
+    def __init__(self, argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None):
+        import tempfile
+
+        self.argv = [str(a) for a in argv]
+        log.debug("start: %s", shlex.join(self.argv))
+        full_env = None
+        if env is not None:
+            full_env = dict(os.environ)
+            full_env.update(env)
+        self._out = tempfile.TemporaryFile(mode="w+", errors="replace")
+        self._res: Optional[CmdResult] = None
+        try:
+            self._proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._out,
+                                          stderr=subprocess.STDOUT, text=True, env=full_env)
+        except FileNotFoundError:
+            self._out.close()
+            raise ToolMissing(self.argv) from None
+
+    def _result(self) -> CmdResult:
+        if self._res is None:
+            self._out.seek(0)
+            self._res = CmdResult(tuple(self.argv), self._proc.returncode, self._out.read(), "")
+            self._out.close()
+        return self._res
+
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
+    def wait(self, timeout: float) -> CmdResult:
+        """Its result once it exits; CommandError (timed out) after killing it when it outlasts timeout."""
+        try:
+            self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            res = self.stop()
+            raise CommandError(self.argv, None, res.stdout, "", reason=f"timed out after {timeout}s") from None
+        return self._result()
+
+    def stop(self, grace: float = 5.0) -> CmdResult:
+        """Terminate (then kill) if still running; its output so far."""
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        return self._result()

@@ -41,6 +41,9 @@ CHECKS = {
     "nccl_transport": BenchCheck("gpu.bench_nccl_transport", "gpu", "NCCL transport between ranks",
                                  "multi-node on sockets although RDMA devices exist: check the HCA ports "
                                  "(gpu-validate run --group pcie), NCCL_IB_HCA / NCCL_IB_DISABLE, nvidia_peermem"),
+    "rdma": BenchCheck("pcie.bench_rdma", "pcie", "RDMA write bandwidth per HCA port (ib_write_bw)",
+                       "check the port's rate and errors (pcie.ib_*), NUMA pinning, PCIe link of the HCA and GPU, "
+                       "nvidia_peermem for GPUDirect, and the switch port"),
     "train": BenchCheck("gpu.bench_train", "gpu", "GPT training throughput / MFU",
                         "compare GEMM and bandwidth results first; then clocks, NCCL and the software stack"),
 }
@@ -59,7 +62,7 @@ def check_key(fig: Figure) -> str:
 
 
 SUITE_KEYS = {"bandwidth": ("host_copy", "mem_copy", "p2p"), "gemm": ("gemm", "burn", "clocks"),
-              "nccl": ("nccl", "nccl_transport"), "train": ("train",)}
+              "nccl": ("nccl", "nccl_transport"), "train": ("train",), "rdma": ("rdma",)}
 
 
 def _fmt(v: float, unit: str) -> str:

@@ -23,6 +23,10 @@ P2P_PCIE_OF_HOST = 0.8
 SCALING_PER_DOUBLING = 0.95
 # NCCL between nodes over InfiniBand: all-reduce bus bandwidth against the line rate of the HCA ports in use.
 NCCL_OF_IB_LINE = 0.8
+# ib_write_bw from host memory against the port's line rate (8 MiB writes reach ~97 % on NDR); GPUDirect uses the
+# catalog's per-GPU-model figure (Azure's health thresholds), scaled from NDR to the port's rate.
+RDMA_HOST_OF_LINE = 0.9
+NDR_GBPS = 400.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,19 @@ def _nccl(fig: Figure, gpu, model, base, topo: Optional[Topology]) -> Optional[E
     return None
 
 
+def _rdma(fig: Figure, model, base) -> Optional[Expected]:
+    rate = fig.meta.get("rate_gbps")
+    if not rate:
+        return None
+    if fig.meta.get("memory") == "cuda" and base is not None and base.rdma_gdr_gbps and model is not None:
+        v = base.rdma_gdr_gbps * rate / NDR_GBPS
+        scaled = "" if rate == NDR_GBPS else f" x {rate:g}/{NDR_GBPS:g} Gb/s"
+        return Expected(round(v, 1), f"catalog GPUDirect baseline for {model.name}, {base.rdma_gdr_gbps:g} Gb/s per NDR "
+                                     f"port{scaled}", warn_below=1.0, fail_below=0.9)
+    return Expected(round(rate * RDMA_HOST_OF_LINE, 1), f"{rate:g} Gb/s port x {RDMA_HOST_OF_LINE}",
+                    warn_below=1.0, fail_below=0.9)
+
+
 def _scaling(fig: Figure, topo: Optional[Topology]) -> Optional[Expected]:
     ranks = int(fig.meta.get("ranks", 1))
     if ranks < 2 or int(fig.meta.get("nodes") or 1) > 1 or topo is None or len(topo.gpus) < ranks:
@@ -153,6 +170,8 @@ def expected_for(fig: Figure, gpu: Optional[GpuInfo], model, base, topo: Optiona
     if b == "train" and fig.name == "gpt-1.2b_tflops" and base is not None and base.gpt_tflops:
         ranks = int(fig.meta.get("ranks", 1))
         return Expected(base.gpt_tflops * ranks, f"catalog GPT-1.2B baseline {base.gpt_tflops:g} TFLOP/s per GPU")
+    if b == "rdma":
+        return _rdma(fig, model, base)
     if b == "train" and fig.name.endswith("_scaling"):
         return _scaling(fig, topo)
     if b == "train" and fig.name.endswith("_mfu") and base is not None and base.gpt_mfu:

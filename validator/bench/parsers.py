@@ -342,3 +342,69 @@ def parse_nccl_info(text: str) -> NcclTransport:
             t.gdr = t.gdr or "/GDRDMA" in via
     t.net_devices = devices.get(t.network or "", [])
     return t
+
+
+# ---------------------------------------------------------------- perftest ib_write_bw
+@dataclass
+class IbWriteBw:
+    """ib_write_bw's report. Format from perftest's source (linux-rdma/perftest, src/perftest_parameters.h):
+    RESULT_LINE of dashes, RESULT_FMT_G ' #bytes     #iterations    BW peak[Gb/sec]    BW average[Gb/sec]
+    MsgRate[Mpps]' (with --report_gbits; [MB/sec] without), REPORT_FMT ' %-7lu    %-10lu       %-7.2lf
+    %-7.2lf\\t\\t   %-7.6lf'; the header block of ctx_print_test_info (' Device         : mlx5_0',
+    ' Link type       : IB'); with --use_cuda, 'initializing CUDA' and 'allocated GPU buffer ...' first."""
+
+    rows: List[Tuple[int, int, float, float, Optional[float]]] = field(default_factory=list)  # bytes, iters, peak, avg, Mpps
+    unit: str = ""  # Gb/sec or MB/sec
+    device: Optional[str] = None
+    link_type: Optional[str] = None
+    cuda: bool = False  # the buffer was GPU memory (--use_cuda took effect)
+    error: Optional[str] = None  # the first line that explains a failed run
+
+    @property
+    def avg_gbps(self) -> Optional[float]:
+        if not self.rows:
+            return None
+        avg = self.rows[-1][3]
+        return avg if self.unit == "Gb/sec" else avg * 8 * 1.048576 / 1000  # perftest's MB is 2^20 bytes
+
+
+# Lines perftest prints when a run cannot happen, most telling first.
+_IBW_ERRORS = (
+    (r"Did not detect devices|Unable to find the Infiniband/RoCE device|No IB devices found",
+     "no RDMA device"),
+    (r"Couldn't connect to ([^\s:]+):(\d+)|Unable to open file descriptor for socket connection|"
+     r"Couldn't connect to the server|Unable to init the socket connection", "peer did not answer"),
+    (r"Couldn't allocate MR|Failed to register MR|ibv_reg_mr failed", "memory registration failed"),
+    (r"Failed to modify QP .* to RTR|Unable to Connect the HCA's through the link", "queue pair did not connect"),
+    (r"(?i)cuda.*(error|failed|not supported)|unrecognized option '--use_cuda", "CUDA buffer unavailable"),
+)
+
+
+def parse_ib_write_bw(text: str) -> IbWriteBw:
+    r = IbWriteBw()
+    for raw in text.splitlines():
+        line = raw.strip()
+        m = re.search(r"#bytes\s+#iterations\s+BW peak\[([^\]]+)\]", line)
+        if m:
+            r.unit = m.group(1)
+            continue
+        m = re.match(r"Device\s*:\s*(\S+)", line) or re.search(r"\bDevice\s+:\s*(\S+)", line)
+        if m and r.device is None:
+            r.device = m.group(1)
+        m = re.match(r"Link type\s*:\s*(\S+)", line)
+        if m:
+            r.link_type = m.group(1)
+        if re.search(r"allocated GPU buffer|initializing CUDA", line):
+            r.cuda = True
+        if r.unit:
+            m = re.match(r"^(\d+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)(?:\s+([\d.]+))?\s*$", line)
+            if m:
+                r.rows.append((int(m.group(1)), int(m.group(2)), float(m.group(3)), float(m.group(4)),
+                               float(m.group(5)) if m.group(5) else None))
+                continue
+        if r.error is None:
+            for pat, what in _IBW_ERRORS:
+                if re.search(pat, line):
+                    r.error = f"{what}: {line}"
+                    break
+    return r

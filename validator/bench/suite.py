@@ -22,7 +22,7 @@ from validator.errors import CommandError, GpuforgeError
 
 log = logging.getLogger("gpuforge.bench")
 
-SUITES = ("bandwidth", "gemm", "nccl", "train")
+SUITES = ("bandwidth", "gemm", "nccl", "train", "rdma")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,12 @@ class Options:
     nccl_warmup: int = 3  # untimed calls per size first
     nccl_env: tuple = ()  # KEY=VALUE overrides of the NCCL settings derived from the node
     peer_timeout_s: float = DEFAULT_PEER_TIMEOUT_S  # rendezvous and collectives: a silent peer fails, never hangs
+    rdma_mode: str = "loopback"  # loopback | server | client
+    rdma_peer: Optional[str] = None  # the server node, in client mode
+    rdma_hcas: tuple = ()  # only these HCAs / ports (mlx5_0, mlx5_0:1); () = every port that is up
+    rdma_size: int = 8 << 20  # ib_write_bw message size (Azure's health check: 8 MiB)
+    rdma_gpudirect: str = "auto"  # auto: when perftest has CUDA; on: required; off: host memory only
+    rdma_port_base: int = 18515  # perftest's default TCP port; port i of the node listens on base + i
     train_model: str = "gpt-1.2b"
     train_steps: int = 30  # per-step times vary by ~5 % at the power cap: enough steps to average that out
     train_warmup: int = 6
@@ -279,7 +285,14 @@ def _visible(o: Options) -> dict:
     return {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in o.gpus)} if o.gpus else {}
 
 
-RUNNERS = {"bandwidth": bandwidth, "gemm": gemm, "nccl": nccl, "train": train}
+def rdma(o: Options) -> BenchRun:
+    from validator.bench import rdma as rdma_mod
+
+    return rdma_mod.run(o.rdma_mode, o.rdma_peer, o.rdma_hcas, o.rdma_size, o.rdma_gpudirect, o.rdma_port_base,
+                        test_timeout=120.0, peer_timeout=o.peer_timeout_s)
+
+
+RUNNERS = {"bandwidth": bandwidth, "gemm": gemm, "nccl": nccl, "train": train, "rdma": rdma}
 
 
 def run_suites(names, o: Options) -> SuiteReport:

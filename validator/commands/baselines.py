@@ -16,9 +16,10 @@ _LABELS = {
     "gpt_tflops": ("GPT-1.2B training, per GPU", "TFLOP/s"),
     "gpt_mfu": ("GPT-1.2B MFU", ""),
     "gpt_samples_per_s": ("GPT-1.2B samples/s, per GPU", "samples/s"),
+    "rdma_gdr_gbps": ("ib_write_bw GPUDirect, per NDR HCA port", "Gb/s"),
 }
 _SHORT = {"mem_bw_gbs": "mem", "nvlink_gbs": "p2p", "pcie_h2d_gbs": "h2d", "allreduce_busbw_gbs": "allreduce",
-          "gpt_tflops": "gpt_tflops", "gpt_mfu": "mfu", "gpt_samples_per_s": "samples/s"}
+          "gpt_tflops": "gpt_tflops", "gpt_mfu": "mfu", "gpt_samples_per_s": "samples/s", "rdma_gdr_gbps": "gdr"}
 
 catalog_option = click.option("--catalog", "catalog_path", envvar="GPUFORGE_CATALOG", type=click.Path(),
                               help="GPU catalog YAML (default: the packaged one; baselines.yaml next to it).")

@@ -212,8 +212,34 @@ def train(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, mo
             save)
 
 
+@command.command("rdma")
+@common
+@click.option("--mode", type=click.Choice(["loopback", "server", "client"]), default="loopback", show_default=True,
+              help="loopback: server and client on this node through each port; server/client: two nodes, port i "
+                   "meets port i.")
+@click.option("--peer", metavar="HOST", help="The node running --mode server (client mode).")
+@click.option("--hca", "hcas", callback=_csv, default="", help="Only these HCAs or ports (mlx5_0,mlx5_1:1) [all up].")
+@click.option("--size", callback=_size, default="8M", show_default=True, help="Message size.")
+@click.option("--gpudirect", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="GPU memory (--use_cuda) too: auto when perftest has CUDA, on = required.")
+@click.option("--port-base", type=click.IntRange(1024, 65000), default=18515, show_default=True,
+              help="TCP port of the first HCA port's test (base + i for port i; GPU memory base + 64 + i).")
+@click.option("--peer-timeout", type=click.FloatRange(1, 86400), default=None,
+              help="Seconds to wait for the other node (server or client) [120].")
+def rdma(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, mode, peer, hcas, size, gpudirect,
+         port_base, peer_timeout):
+    """RDMA write bandwidth per HCA port with perftest's ib_write_bw: host memory and GPUDirect, NUMA-pinned."""
+    if mode == "client" and not peer:
+        raise UserError("--mode client needs --peer HOST (the node running --mode server)")
+    if mode != "client" and peer:
+        raise UserError("--peer is for --mode client")
+    _finish(["rdma"], _options(short, rdma_mode=mode, rdma_peer=peer, rdma_hcas=tuple(hcas or ()), rdma_size=size,
+                               rdma_gpudirect=gpudirect, rdma_port_base=port_base, peer_timeout_s=peer_timeout,
+                               verbose=stream), fmt, output, as_json, problems, out_dir, save)
+
+
 @command.command("all")
 @common
 def all_(gpus, short, fmt, output, as_json, problems, out_dir, save, stream):
-    """bandwidth, gemm, nccl and train in turn."""
+    """bandwidth, gemm, nccl, train and rdma (loopback) in turn."""
     _finish(list(suite.SUITES), _options(short, gpus=gpus, verbose=stream), fmt, output, as_json, problems, out_dir, save)
