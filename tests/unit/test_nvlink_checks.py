@@ -315,3 +315,18 @@ def test_nvml_reads_fabric_and_memory_health(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", _FakeNVML())
     g = read_nvml().gpus[0]
     assert g.fabric_state is None and g.sram_threshold_exceeded is False
+
+
+def test_nvswitch_board_without_any_fabric_reading_is_skip(h200):
+    """NVSwitches on PCI, a driver that reports no fabric state, fabric manager state not captured: unknown."""
+    _nvswitch_board(h200)
+    (h200 / "cmd/fabricmanager-status.txt").unlink()
+    (h200 / "cmd/fabricmanager-status.txt.rc").unlink()
+    sub(h200, XML, r"<state>Completed</state>", "<state>N/A</state>")
+    r = {(r.id, r.subject): r for r in validate(root=h200).results}[("gpu.nvlink_fabric", "")]
+    assert r.status == "skip" and "2 NVSwitch on PCI" in r.observed and "neither" in r.observed
+    write(h200, "cmd/fabricmanager-status.txt", "active\n")
+    assert statuses(h200)[("gpu.nvlink_fabric", "")] == "pass"
+    write(h200, "cmd/fabricmanager-status.txt", "inactive\n")
+    write(h200, "cmd/fabricmanager-status.txt.rc", "rc=3\n")
+    assert statuses(h200)[("gpu.nvlink_fabric", "")] == "fail"

@@ -255,7 +255,8 @@ def nvlink_fabric(ctx: Context):
     if limited:
         return warn(f"{observed}; health Limited Capacity on GPU{', GPU'.join(str(g.index) for g in limited)}",
                     expected, "NVLink bandwidth is degraded: check links (gpu.nvlink_links)")
-    if switches and fm is None:
-        return ok(observed + "; fabric manager state not known", expected)
+    if switches and fm is None and not states:  # an older driver reports no fabric state: nothing to go on
+        return skip(f"{observed}: neither the fabric state (driver) nor the fabric manager's state is readable",
+                    expected)
     return ok(observed + ("" if switches else " (fabric managed outside this OS, e.g. by the host of a VM)"),
               expected)
