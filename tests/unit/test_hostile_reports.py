@@ -263,3 +263,45 @@ def _loads_and_renders_or_exit_2(tmp_path, doc):
         return
     for fmt in FORMATS:  # whatever loads must render in every format
         render(rep, fmt)
+
+
+# ---- the data section and the per-GPU facts that the HTML pictures draw ---------------------------------------
+
+_num = st.one_of(st.integers(-10 ** 30, 10 ** 30), st.floats(allow_nan=False, allow_infinity=False),
+                 st.sampled_from([0, -1, 1e308, -1e308, 5e-324]))
+_leaf = st.one_of(st.none(), st.booleans(), _num, st.text(max_size=8))
+_anyj = st.recursive(_leaf, lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(max_size=6), c,
+                                                                                          max_size=4)), max_leaves=20)
+_sweep = st.lists(st.lists(st.one_of(_num, _leaf), max_size=6), max_size=6)
+_figure = st.fixed_dictionaries({"name": st.one_of(_leaf, st.sampled_from(["p2p_0_1", "p2p_1_0"])), "value": _leaf,
+                                 "meta": st.one_of(_anyj, st.fixed_dictionaries({"sweep": st.one_of(_sweep, _anyj),
+                                                                                 "ranks": _leaf}))})
+_series = st.dictionaries(st.sampled_from(["t", "temp_c", "power_w", "sm_mhz"]),
+                          st.one_of(st.lists(_num, max_size=8), _anyj), max_size=4)
+_run = st.fixed_dictionaries({
+    "suite": st.sampled_from(["nccl", "gemm", "bandwidth", "train"]),
+    "figures": st.one_of(st.lists(_figure, max_size=3), _anyj),
+    "telemetry": st.one_of(st.dictionaries(st.text(max_size=3), st.one_of(
+        st.fixed_dictionaries({"series": _series}), _anyj), max_size=3), _anyj)})
+_data = st.fixed_dictionaries({"bench": st.one_of(st.fixed_dictionaries({
+    "benchmarks": st.one_of(st.lists(_run, max_size=3), _anyj),
+    "topology": st.one_of(_anyj, st.fixed_dictionaries({"links": _anyj}))}), _anyj)})
+_GPU_KEYS = ["index", "name", "bus_id", "model", "temp_c", "temp_headroom_c", "power_draw_w", "power_limit_w",
+             "sm_clock_mhz", "sm_clock_max_mhz", "pcie_gen", "pcie_gen_max", "pcie_width", "pcie_width_max",
+             "ecc_enabled", "dbe_volatile", "dbe_aggregate", "nvlink_active", "future_key"]
+_gpu_dict = st.dictionaries(st.sampled_from(_GPU_KEYS), _leaf, max_size=10)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=_data, gpus=st.lists(_gpu_dict, max_size=3))
+def test_random_data_section_and_gpu_facts_render_or_exit_2(tmp_path, good, data, gpus):
+    doc = copy.deepcopy(good)
+    doc["data"], doc["gpus"] = data, gpus
+    _loads_and_renders_or_exit_2(tmp_path, doc)
+
+
+@pytest.mark.parametrize("ys", [(1e308, -1e308), (5e-324, 5e-324), (0.0, 0.0), (1e15, -1e15)])
+def test_charts_survive_extreme_figures(ys):
+    from validator.report.charts import Series, line_chart
+    for log2_x in (False, True):
+        line_chart([Series("a", ((1, ys[0]), (2, ys[1])))], "t", "x", "y", log2_x=log2_x)

@@ -37,7 +37,7 @@ def human_bytes(n: float) -> str:
 
 def nice_ticks(lo: float, hi: float, n: int = 5) -> List[float]:
     """Round tick values covering lo..hi (1, 2, 2.5, 5 x 10^k steps)."""
-    if hi <= lo:
+    if not hi - lo > 1e-9:  # equal, reversed, or a subnormal span (log10 of it fails)
         hi = lo + 1.0
     raw = (hi - lo) / max(1, n)
     mag = 10 ** math.floor(math.log10(raw))
@@ -113,7 +113,8 @@ def line_chart(series: Sequence[Series], title: str, x_label: str, y_label: str,
 
 
 def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A plottable number: finite and within +-1e15 (1e308 - -1e308 overflows the axis arithmetic)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= 1e15
 
 
 def _x_ticks(xs: List[float], log2_x: bool, fx) -> List[float]:

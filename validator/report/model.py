@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import Counter
@@ -206,16 +207,47 @@ def _data(r: Reader) -> dict:
     return dict(r.value)
 
 
+@functools.lru_cache(maxsize=1)
+def _gpu_types() -> Dict[str, str]:
+    """What each per-GPU key holds: the GpuInfo reading of the same name (str, int, float, bool), plus the
+    catalog model name and the NVLink link count the runner adds."""
+    import typing
+
+    from validator.nvsmi import GpuInfo
+    out = {"model": "str", "nvlink_active": "int"}
+    for name, hint in typing.get_type_hints(GpuInfo).items():
+        args = [a for a in getattr(hint, "__args__", (hint,)) if a is not type(None)]
+        if len(args) == 1 and args[0] in (str, int, float, bool):
+            out[name] = args[0].__name__
+    return out
+
+
+_GPU_KINDS = {"str": "a string or null", "int": "an integer or null", "float": "a finite number or null",
+              "bool": "true, false or null"}
+
+
+def _gpu_value_ok(kind: Optional[str], v: Any) -> bool:
+    if v is None:
+        return True
+    if kind == "str":
+        return isinstance(v, str) and len(v) <= 1000
+    if kind == "bool":
+        return isinstance(v, bool)
+    if kind in ("int", "float"):
+        return not isinstance(v, bool) and (isinstance(v, int) if kind == "int" else isinstance(v, (int, float))) \
+            and math.isfinite(v) and abs(v) < 1e15
+    return isinstance(v, _GPU_SCALARS) and not (isinstance(v, str) and len(v) > 1000)  # a key newer than this reader
+
+
 def _gpu(r: Reader) -> dict:
     r.mapping()
+    kinds = _gpu_types()
     out = {}
     for k, v in r.items():
-        if not isinstance(v.value, _GPU_SCALARS) or (isinstance(v.value, str) and len(v.value) > 1000):
-            raise v.fail("a number, a short string or null", type(v.value).__name__)
+        if not _gpu_value_ok(kinds.get(k), v.value):
+            raise v.fail(_GPU_KINDS.get(kinds.get(k, ""), "a number, a short string or null"),
+                         type(v.value).__name__ if isinstance(v.value, (dict, list)) else v.value)
         out[k] = v.value
-    for k, kind in (("index", int), ("memory_total_mib", (int, float))):
-        if out.get(k) is not None and (isinstance(out[k], bool) or not isinstance(out[k], kind)):
-            raise r.key(k).fail("a number or null", out[k])
     return out
 
 

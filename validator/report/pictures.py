@@ -22,10 +22,19 @@ def problems(report: Report) -> List:
     return [r for st in ("fail", "warn") for r in report.results if r.status == st]
 
 
+def _list(v) -> list:
+    """v when it is a list, else []: a saved report's data section is free-form JSON and may hold anything."""
+    return v if isinstance(v, list) else []
+
+
+def _dict(v) -> dict:
+    return v if isinstance(v, dict) else {}
+
+
 def _runs(report: Report, suite: str) -> List[dict]:
     bench = report.data.get("bench") if isinstance(report.data, dict) else None
     runs = bench.get("benchmarks") if isinstance(bench, dict) else None
-    return [r for r in runs or [] if isinstance(r, dict) and r.get("suite") == suite]
+    return [r for r in _list(runs) if isinstance(r, dict) and r.get("suite") == suite]
 
 
 def _bus_status(report: Report, bus_id: Optional[str]) -> str:
@@ -54,7 +63,7 @@ def gpu_rows(report: Report) -> List[dict]:
         link = f"Gen{gen:.0f} x{width:.0f}" if gen is not None and width is not None else "–"
         low = bool(gen is not None and gen_max and gen < gen_max) or bool(width is not None and width_max
                                                                            and width < width_max)
-        if low:
+        if low and gen is not None and width is not None:
             link += f" (max Gen{gen_max or gen:.0f} x{width_max or width:.0f})"
         nv = num("nvlink_active")
         rows.append({
@@ -72,12 +81,13 @@ def nccl_chart(report: Report) -> str:
     """busbw against message size, one line per collective (and per engine), from the measured sweeps."""
     series = []
     for run in _runs(report, "nccl"):
-        for f in run.get("figures") or []:
-            sweep = (f.get("meta") or {}).get("sweep") if isinstance(f, dict) else None
+        for f in _list(run.get("figures")):
+            meta = _dict(f.get("meta")) if isinstance(f, dict) else {}
+            sweep = meta.get("sweep")
             if not isinstance(sweep, list):
                 continue
             pts = tuple((row[0], row[3]) for row in sweep if isinstance(row, list) and len(row) >= 4)
-            ranks = (f.get("meta") or {}).get("ranks")
+            ranks = meta.get("ranks")
             name = str(f.get("name")) + (f" ({ranks} ranks)" if ranks and len(series) == 0 else "")
             series.append(Series(name, pts))
     return line_chart(series, "NCCL bus bandwidth vs message size", "message size", "busbw (GB/s)", log2_x=True,
@@ -88,14 +98,14 @@ def burn_charts(report: Report) -> List[str]:
     """Temperature, power and SM clock over the GEMM burn, one line per GPU."""
     per = {}
     for run in _runs(report, "gemm"):
-        for gpu, summary in sorted((run.get("telemetry") or {}).items()):
+        for gpu, summary in sorted(_dict(run.get("telemetry")).items()):
             s = summary.get("series") if isinstance(summary, dict) else None
-            if isinstance(s, dict) and s.get("t"):
+            if isinstance(s, dict) and _list(s.get("t")):
                 per[gpu] = s
     out = []
     for key, label, unit in (("temp_c", "GPU temperature", "°C"), ("power_w", "Power draw", "W"),
                              ("sm_mhz", "SM clock", "MHz")):
-        series = [Series(f"GPU{gpu}", tuple(zip(s["t"], s.get(key) or ()))) for gpu, s in per.items()]
+        series = [Series(f"GPU{gpu}", tuple(zip(s["t"], _list(s.get(key))))) for gpu, s in per.items()]
         svg = line_chart(series, f"{label} during the burn", "seconds", f"{label.lower()} ({unit})",
                          css_class=f"chart burn burn-{key}", width=460, height=260)
         if svg:
@@ -110,14 +120,13 @@ def p2p_matrix(report: Report) -> Optional[dict]:
     """{'gpus': [0, 1], 'cells': {(a, b): (GB/s text, share of the best 0..1, link)}} from the P2P copy figures."""
     vals = {}
     for run in _runs(report, "bandwidth"):
-        for f in run.get("figures") or []:
+        for f in _list(run.get("figures")):
             m = _P2P.match(str(f.get("name", ""))) if isinstance(f, dict) else None
             if m and isinstance(f.get("value"), (int, float)):
                 vals[(int(m.group(1)), int(m.group(2)))] = float(f["value"])
     if not vals:
         return None
-    bench = report.data.get("bench") or {}
-    links = ((bench.get("topology") or {}).get("links") or {}) if isinstance(bench, dict) else {}
+    links = _dict(_dict(_dict(report.data.get("bench")).get("topology")).get("links"))
     gpus = sorted({i for pair in vals for i in pair})
     best = max(vals.values()) or 1.0
     cells = {}
