@@ -66,6 +66,13 @@ def slurm_cluster(cpus: int = 2) -> Iterator[Dict[str, str]]:
             time.sleep(1)
         yield env
     finally:
+        if procs:  # jobs still running (a timeout) are cancelled first: slurmstepd outlives slurmd otherwise
+            env = dict(os.environ, SLURM_CONF=str(d / "slurm.conf"))
+            subp.run(["scancel", "--user", "root"], env=env, timeout=60, check=False)
+            for _ in range(30):
+                if not subp.run(["squeue", "-h"], env=env, timeout=30, check=False).stdout.strip():
+                    break
+                time.sleep(2)
         for p in reversed(procs):
             p.terminate()
         for p in reversed(procs):
