@@ -294,12 +294,16 @@ def prepare_base_images(run: DriverRun) -> None:
 
 
 def _reuse_from_peer(run: DriverRun, cell: Cell, key: str) -> Optional[CacheEntry]:
-    """A shard of the same farm built this cell with this key: link its .deb into our pool and record it."""
+    """A shard of the same farm built this cell with this key: link its .deb into our pool and record it
+    (a failure with this key is remembered as ours too)."""
     for peer in run.peers:
         if peer == run.dist:
             continue
         hit = Store(peer).hit(cell.id, key)
-        if hit is None or hit.failed or hit.artifact is None:
+        if hit is not None and hit.failed:
+            run.store.write(hit)
+            return hit
+        if hit is None or hit.artifact is None:
             continue
         src, dest = peer / hit.artifact.path, run.dist / hit.artifact.path
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -137,17 +137,22 @@ def collect(dist: Path, count: Optional[int] = None) -> Tuple[List[ShardRecord],
         store = root / f"{r.index}-of-{r.count}"
         for c in r.cells:
             e = Store(store).read(c)
-            if e is None or e.failed or e.artifact is None:
+            if e is None:
+                continue
+            item = MergeItem(c, f"{r.index}/{r.count}", e, store)
+            a = e.artifact
+            if e.failed or a is None:  # a failure is remembered in DIST too: a later plain run does not recompile it
+                if e.failed:
+                    items.append(item)
                 continue
             if not e.intact(store):
-                raise UserError(f"{store / e.artifact.path}: changed or missing since shard {r.index}/{r.count} built it")
-            item = MergeItem(c, f"{r.index}/{r.count}", e, store)
-            other = by_file.get(e.artifact.path)
-            if other is not None and other.entry.artifact and other.entry.artifact.sha256 != e.artifact.sha256:
-                raise UserError(f"two different builds of {e.artifact.path}: cell {other.cell} (shard {other.shard}, "
+                raise UserError(f"{store / a.path}: changed or missing since shard {r.index}/{r.count} built it")
+            other = by_file.get(a.path)
+            if other is not None and other.entry.artifact and other.entry.artifact.sha256 != a.sha256:
+                raise UserError(f"two different builds of {a.path}: cell {other.cell} (shard {other.shard}, "
                                 f"sha256 {other.entry.artifact.sha256[:12]}) and cell {c} (shard {item.shard}, "
-                                f"sha256 {e.artifact.sha256[:12]})")
-            by_file[e.artifact.path] = item
+                                f"sha256 {a.sha256[:12]})")
+            by_file[a.path] = item
             items.append(item)
     return mine, items
 
@@ -173,7 +178,9 @@ def publish_shards(dist: Path, settings: Settings, count: Optional[int] = None) 
         records, items = collect(dist, count)  # every check before the first write
         store = Store(dist)
         for it in items:
-            assert it.entry.artifact is not None
+            if it.entry.artifact is None:
+                store.write(it.entry)
+                continue
             _link(it.store / it.entry.artifact.path, dist / it.entry.artifact.path)
             # recorded anew in DIST (its own mtime): the next unsharded run on DIST trusts it without re-hashing
             store.write(replace(it.entry, artifacts=(Artifact.record(dist, it.entry.artifact.path),)))

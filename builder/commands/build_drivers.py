@@ -70,7 +70,7 @@ def command(config, jobs, only, shard, dist, rebuild, retry_failed, sign_key, si
                              [r.cell_id for r in report.failed])
     else:
         report = build_drivers(cells, s, dist_dir, jobs or s.jobs, rebuild, Progress(len(cells), jobs=jobs or s.jobs),
-                               retry_failed=retry_failed)
+                               retry_failed=retry_failed, peers=publish.peer_dirs(dist_dir))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -144,6 +144,9 @@ def test_a_shard_artifact_changed_after_the_build_is_refused(tmp_path):
 def test_publish_merges_into_one_repo(tmp_path):
     _shard(tmp_path, 1, 2, {"a": b"A"}, failed=["x"])
     _shard(tmp_path, 2, 2, {"b": b"B"})
+    sd2 = publish.shard_dir(tmp_path, Shard(2, 2, "t"))
+    Store(sd2).write(CacheEntry("o", "Ko", {}, CacheStatus.FAILED, step="compile", error="nv-pci.c: error: x"))
+    publish.write_record(tmp_path, Shard(2, 2, "t"), "P", ["b", "o"], [])
     rep = publish.publish_shards(tmp_path, Settings(), None)
     assert rep.shards == 2 and rep.failed == ["x"] and len(rep.packages) == 2
     assert (tmp_path / "apt/pool/main/g/a/a_1_amd64.deb").read_bytes() == b"A"
@@ -151,6 +154,7 @@ def test_publish_merges_into_one_repo(tmp_path):
     merged = json.loads((tmp_path / "apt/manifest.json").read_text())["kmods"]
     assert set(merged) == {"a", "b"}
     assert Store(tmp_path).hit("a", "Ka") is not None  # DIST's own cache now knows it (a later plain run hits)
+    assert Store(tmp_path).hit("o", "Ko").failed  # and the shard's compile failure, so it is not compiled again
 
 
 # ---------------------------------------------------------------- rendered jobs
