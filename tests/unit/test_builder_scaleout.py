@@ -152,7 +152,7 @@ def test_publish_merges_into_one_repo(tmp_path):
     assert (tmp_path / "apt/pool/main/g/a/a_1_amd64.deb").read_bytes() == b"A"
     assert (tmp_path / "apt/dists/gpuforge/Release").is_file()
     merged = json.loads((tmp_path / "apt/manifest.json").read_text())["kmods"]
-    assert set(merged) == {"a", "b"}
+    assert set(merged) == {"a", "b", "o"} and merged["o"]["status"] == "failed"
     assert Store(tmp_path).hit("a", "Ka") is not None  # DIST's own cache now knows it (a later plain run hits)
     assert Store(tmp_path).hit("o", "Ko").failed  # and the shard's compile failure, so it is not compiled again
 
