@@ -7,14 +7,14 @@ this module only looks names up through their loaders, so the image build never 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from builder import config
 from validator import userfile
 from validator.errors import UserError
-from validator.tuning import load_profile
+from validator.tuning import TuningProfile, load_profile
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ def split_driver_ref(ref: str) -> tuple:
 
 @dataclass(frozen=True)
 class Tuning:
-    """The parts of a tuning profile an image bakes; `text` is the file itself, copied verbatim to /etc/gpuforge/."""
+    """The parts of a tuning profile an image bakes; `text` is the file itself, copied verbatim to /etc/gpuforge/.
+    `profile` is None for `tuning: none` (an image that keeps the distribution's defaults)."""
 
     name: str
     path: str
@@ -70,29 +71,38 @@ class Tuning:
     sysctl: tuple  # ((key, value), ...) in file order
     governor: Optional[str]
     thp: Optional[str]
-    thp_defrag: Optional[str]
     max_cstate: Optional[int]
     turbo: Optional[bool]
+    profile: Optional[TuningProfile] = field(default=None, compare=False)
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
 
+NO_TUNING_NAME = "none"
+NO_TUNING = Tuning(name=NO_TUNING_NAME, path="", text="", cmdline=(), sysctl=(), governor=None, thp=None,
+                   max_cstate=None, turbo=None, profile=None)
+
+
 def load_tuning(tuning_dir: Path, name: str) -> Tuning:
-    """Read kernels/tuning/<name>.yaml (the validator's file) and pull out what is baked; cmdline tokens are checked."""
+    """Read kernels/tuning/<name>.yaml (the validator's file) and pull out what is baked; cmdline tokens are checked.
+    `none` bakes no tuning at all."""
     from builder.images.definition import check_cmdline
 
+    if name == NO_TUNING_NAME:
+        return NO_TUNING
     path = Path(tuning_dir) / f"{name}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in Path(tuning_dir).glob("*.yaml"))
-        raise UserError(f"tuning profile {name!r} not found: no {path}", hint="known profiles: " + (", ".join(known) or "none"))
+        raise UserError(f"tuning profile {name!r} not found: no {path}",
+                        hint="known profiles: " + ", ".join(known + [NO_TUNING_NAME]))
     text = userfile.read_text(path, "tuning profile")
     prof = load_profile(path)  # the validator's schema: one parser for the file both sides read
     return Tuning(
         name=name, path=str(path), text=text,
         cmdline=check_cmdline(list(prof.cmdline), str(path), "cmdline"),
         sysctl=tuple((str(k), str(v)) for k, v in prof.sysctl),
-        governor=prof.cpu.governor, thp=prof.memory.transparent_hugepage, thp_defrag=None,
-        max_cstate=prof.cpu.max_cstate, turbo=prof.cpu.turbo,
+        governor=prof.cpu.governor, thp=prof.memory.transparent_hugepage,
+        max_cstate=prof.cpu.max_cstate, turbo=prof.cpu.turbo, profile=prof,
     )
