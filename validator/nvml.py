@@ -122,6 +122,7 @@ def read_nvml() -> GpuData:
                 power_limit_w=q(N.nvmlDeviceGetEnforcedPowerLimit, h, conv=mw),
                 power_default_w=q(N.nvmlDeviceGetPowerManagementDefaultLimit, h, conv=mw),
                 power_max_w=q(N.nvmlDeviceGetPowerManagementLimitConstraints, h, conv=lambda c: c[1] / 1000.0),
+                power_min_w=q(N.nvmlDeviceGetPowerManagementLimitConstraints, h, conv=lambda c: c[0] / 1000.0),
                 clock_events=tuple(n for b, n in _EVENT_BITS.items() if reasons and reasons & b),
                 pcie_gen=q(N.nvmlDeviceGetCurrPcieLinkGeneration, h),
                 pcie_gen_max=q(N.nvmlDeviceGetMaxPcieLinkGeneration, h),

@@ -62,6 +62,7 @@ class GpuInfo:
     power_limit_w: Optional[float] = None   # power.limit (current)
     power_default_w: Optional[float] = None  # power.default_limit
     power_max_w: Optional[float] = None     # power.max_limit
+    power_min_w: Optional[float] = None     # power.min_limit
     clock_events: Tuple[str, ...] = ()      # active clocks_event_reasons (short names)
     pcie_gen: Optional[int] = None          # pcie.link.gen.current
     pcie_gen_max: Optional[int] = None      # pcie.link.gen.max
@@ -280,6 +281,7 @@ def _gpu(index: int, g: ET.Element) -> GpuInfo:
         power_limit_w=_first(_float(power, "current_power_limit"), _float(power, "power_limit")),
         power_default_w=_float(power, "default_power_limit"),
         power_max_w=_float(power, "max_power_limit"),
+        power_min_w=_float(power, "min_power_limit"),
         clock_events=tuple(events),
         pcie_gen=_int(g, "pci/pci_gpu_link_info/pcie_gen/current_link_gen"),
         pcie_gen_max=_int(g, "pci/pci_gpu_link_info/pcie_gen/max_link_gen"),

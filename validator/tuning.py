@@ -54,6 +54,7 @@ class GpuTuning:
     ecc: bool = True
     max_temp_c: float = 85.0
     expect: Optional[str] = None   # e.g. "8xH100": the inventory this image is for
+    power_limit: Optional[str] = None  # "90%" of the default limit or "350W"; None = leave the driver's default
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,36 @@ def _opt(sec: dict, key: str, kinds, src: str, path: str, default, choices=None)
     return v
 
 
+POWER_LIMIT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%|W|w)?\s*$")
+
+
+def parse_power_limit(value: Any) -> Optional[Tuple[str, float]]:
+    """"90%" -> ("percent", 90.0); "350W" / 350 -> ("watts", 350.0); None -> None; anything else ValueError."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("a power limit like 90% (of the default) or 350W")
+    m = POWER_LIMIT_RE.match(str(value))
+    if not m:
+        raise ValueError("a power limit like 90% (of the default) or 350W")
+    n = float(m.group(1))
+    if m.group(2) == "%":
+        if not 10 <= n <= 200:
+            raise ValueError("a percentage of the default limit between 10% and 200%")
+        return ("percent", n)
+    if not 1 <= n <= 5000:
+        raise ValueError("watts between 1 and 5000")
+    return ("watts", n)
+
+
+def _power_limit(value: Any, src: str) -> Optional[str]:
+    try:
+        parse_power_limit(value)
+    except ValueError as e:
+        raise ConfigError(src, "gpu.power_limit", str(e), value) from None
+    return None if value is None else str(value)
+
+
 _TOP = ("schema_version", "name", "description", "enforce", "cmdline", "sysctl", "cpu", "memory",
         "modules", "gpu", "fabric", "bios_checklist")
 _LINK_LAYERS = ("InfiniBand", "Ethernet")
@@ -198,12 +229,13 @@ def _parse(data: Any, src: str) -> TuningProfile:
         swap=_opt(m, "swap", bool, src, "memory.swap", False),
     )
     _want(memory.hugepages_2m >= 0, src, "memory.hugepages_2m", "a count >= 0", memory.hugepages_2m)
-    g = _section(data, "gpu", ("persistence", "ecc", "max_temp_c", "expect"), src)
+    g = _section(data, "gpu", ("persistence", "ecc", "max_temp_c", "expect", "power_limit"), src)
     gpu = GpuTuning(
         persistence=bool(_opt(g, "persistence", bool, src, "gpu.persistence", True)),
         ecc=bool(_opt(g, "ecc", bool, src, "gpu.ecc", True)),
         max_temp_c=float(_opt(g, "max_temp_c", (int, float), src, "gpu.max_temp_c", 85.0) or 85.0),
         expect=_opt(g, "expect", str, src, "gpu.expect", None),
+        power_limit=_power_limit(g.get("power_limit"), src),
     )
     f = _section(data, "fabric", ("hca_ports", "rate_gbps", "link_layer", "gpudirect"), src)
     fabric = FabricTuning(
