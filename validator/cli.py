@@ -18,6 +18,7 @@ SUBCOMMANDS: list = [
     "capture",
     "drivers",
     "ngc",
+    "setup",
 ]
 
 
