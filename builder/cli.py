@@ -16,6 +16,7 @@ SUBCOMMANDS: list = [
     "publish",
     "slurm",
     "k8s",
+    "user-data",
 ]
 
 

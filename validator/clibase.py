@@ -40,7 +40,8 @@ class LazyGroup(ErrorHandlingGroup):
         if name in self._lazy_names and name not in self.commands:
             import importlib
 
-            cmd = importlib.import_module(f"{self._lazy_package}.{name}").command
+            # A command named with a dash ("user-data") lives in a module with an underscore (user_data.py).
+            cmd = importlib.import_module(f"{self._lazy_package}.{name.replace('-', '_')}").command
             _add_no_color(cmd)
             self.add_command(cmd, name)
         return super().get_command(ctx, name)

@@ -139,19 +139,3 @@ def test_cache_key_changes_with_inputs():
     a = {"definition": {"x": 1}, "tuning_sha256": "a"}
     assert cache_key(a) == cache_key(json.loads(json.dumps(a)))
     assert cache_key(a) != cache_key(dict(a, tuning_sha256="b"))
-
-
-def test_user_data_template_renders_valid_yaml():
-    from builder.images.userdata import User, render_user_data
-
-    text = render_user_data((User("ops", ("ssh-ed25519 AAAA ops@x",)),), expect="8xH100", hostname="gpu-01")
-    data = yaml.safe_load(text)
-    assert text.startswith("#cloud-config")
-    assert data["users"][0]["ssh_authorized_keys"] == ["ssh-ed25519 AAAA ops@x"]
-    assert data["users"][0]["lock_passwd"] is True and data["ssh_pwauth"] is False
-    assert data["write_files"][0]["content"] == "8xH100"
-    assert yaml.safe_load(render_user_data()) == {"ssh_pwauth": False}
-    with pytest.raises(UserError):
-        render_user_data((User("ops", ()),))
-    with pytest.raises(UserError):
-        render_user_data(expect="8xH100; reboot")

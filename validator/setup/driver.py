@@ -201,7 +201,9 @@ def read_state(host: Host, req: DriverRequest, catalog) -> NodeState:
             files = {(p.name, p.version): str(Path(d)) for p, d in zip(local, req.debs)}
             offered = tuple(local)
         else:
-            offered = tuple(precompiled.available(host.root))
+            # What apt offers plus what dpkg has (an image's lists are emptied; its installed kmod still counts).
+            seen = {(p.name, p.version): p for p in precompiled.installed(host.root) + precompiled.available(host.root)}
+            offered = tuple(seen.values())
     mod = container_module()
     state = mod.read_state(host.root) if mod is not None and hasattr(mod, "read_state") else None
     return NodeState(apt.installed(host), len(pci), models, read_loaded_driver(host.root),
