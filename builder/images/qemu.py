@@ -59,9 +59,9 @@ def fat_image(path: Path, label: str, files: dict, size_mb: int = 16) -> Path:
     return path
 
 
-def nocloud_seed(path: Path, user_data: str, instance_id: str = "gpuforge-test-1") -> Path:
+def nocloud_seed(path: Path, user_data: str, instance_id: str = "gpuforge-test-1", hostname: str = "gpuforge-node") -> Path:
     return fat_image(path, "CIDATA", {"user-data": user_data,
-                                      "meta-data": f"instance-id: {instance_id}\nlocal-hostname: gpuforge-node\n"})
+                                      "meta-data": f"instance-id: {instance_id}\nlocal-hostname: {hostname}\n"})
 
 
 def read_fat(path: Path, dest: Path) -> Path:
@@ -110,3 +110,75 @@ def boot(work: Path, *, qcow2: Optional[Path] = None, netboot_dir: Optional[Path
     secs = time.monotonic() - t0
     text = serial.read_text(errors="replace") if serial.exists() else ""
     return BootResult(secs, text, timed_out, read_fat(out, work / "out"))
+
+
+# ------------------------------------------------------------------------------------------- a guest you SSH into
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now (the host-side end of the SSH forward)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Guest:
+    """A booted image reachable over SSH on 127.0.0.1:ssh_port (qemu user networking, TCG); reboots stay inside qemu."""
+
+    name: str
+    work: Path
+    ssh_port: int
+    proc: Optional[subp.Background] = None
+
+    @property
+    def serial(self) -> Path:
+        return self.work / "serial.log"
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc is not None:
+            self.proc.stop(grace=timeout)
+
+
+def start_guest(work: Path, qcow2: Path, user_data: str, *, name: str, ssh_port: Optional[int] = None,
+                memory_mb: int = 1024, smp: int = 1) -> Guest:
+    """Boot the image in the background through a throwaway overlay, with user data and an SSH forward on 127.0.0.1."""
+    work.mkdir(parents=True, exist_ok=True)
+    port = ssh_port or free_port()
+    seed = nocloud_seed(work / "seed.img", user_data, instance_id=f"gpuforge-{name}", hostname=name)
+    overlay = work / "overlay.qcow2"
+    overlay.unlink(missing_ok=True)
+    subp.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(Path(qcow2).resolve()), str(overlay)], timeout=60)
+    argv = ["qemu-system-x86_64", "-accel", "tcg", "-m", str(memory_mb), "-smp", str(smp), "-nographic",
+            "-monitor", "none", "-serial", f"file:{work / 'serial.log'}",
+            "-drive", f"file={overlay},format=qcow2,if=virtio", "-drive", f"file={seed},format=raw,if=virtio",
+            "-nic", f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:22"]
+    g = Guest(name, work, port)
+    g.proc = subp.Background(argv)
+    return g
+
+
+def ssh_argv(g: Guest, key: Path, user: str = "gpuforge") -> list:
+    return ["ssh", "-i", str(key), "-p", str(g.ssh_port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", f"{user}@127.0.0.1"]
+
+
+def wait_for_ssh(g: Guest, key: Path, timeout: float = 900, user: str = "gpuforge") -> float:
+    """Seconds until `ssh ... true` works (cloud-init made the account and the host keys); CommandError on timeout."""
+    t0 = time.monotonic()
+    last = None
+    while time.monotonic() - t0 < timeout:
+        if g.proc is not None and not g.proc.running():
+            res = g.proc.stop()
+            raise CommandError(["qemu-system-x86_64"], res.returncode, res.stdout, g.serial.read_text(errors="replace")[-2000:],
+                               reason=f"{g.name}: qemu exited")
+        r = subp.run(ssh_argv(g, key, user) + ["true"], timeout=30, check=False)
+        if r.ok:
+            return time.monotonic() - t0
+        last = r
+        time.sleep(5)
+    tail = g.serial.read_text(errors="replace")[-2000:] if g.serial.exists() else ""
+    raise CommandError(ssh_argv(g, key, user), last.returncode if last else None, "", tail,
+                       reason=f"{g.name}: no SSH on 127.0.0.1:{g.ssh_port} after {timeout:.0f}s")
