@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: all venv host-deps images drivers lint test test-unit test-e2e bench bench-validator bench-gpu bench-images bench-builder clean
+.PHONY: all venv host-deps images drivers lint test test-unit test-e2e bench bench-validator bench-gpu bench-images bench-builder bench-fleet clean
 
 all: test
 
@@ -54,6 +54,10 @@ bench-images: venv host-deps
 
 bench-builder: venv host-deps
 	$(BIN)/python bench/bench_builder.py
+
+# Two qemu guests + Ansible deploy.yml (first run, re-run); native DKMS vs precompiled install in a container.
+bench-fleet: venv host-deps
+	$(BIN)/python bench/bench_fleet.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

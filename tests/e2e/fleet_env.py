@@ -131,3 +131,66 @@ def boot_fleet(work: Path, image: Path, names=("gpu-node-01", "gpu-node-02"), ss
         for g in guests:
             g.stop()
         raise
+
+
+# ------------------------------------------------------------------------------------------ native vs precompiled
+
+NODE_PACKAGES = ("python3", "python3-click", "python3-yaml", "python3-jinja2", "kmod", "procps", "ca-certificates")
+
+
+def node_image():
+    """A Debian bookworm 'node' (mmdebstrap + docker import, no registry): python3 and the validator's deps."""
+    from builder.buildenv import BaseImageSpec, ensure_base_image
+
+    return ensure_base_image(BaseImageSpec(suite="bookworm", packages=NODE_PACKAGES, repository="gpuforge/fleet-node"))
+
+
+def sh(c, cmd: str, timeout_note: str = "") -> str:
+    """Run in the container; raise with the output tail when it fails."""
+    rc, out = c.exec_run(["bash", "-c", cmd])
+    text = out.decode(errors="replace")
+    if rc != 0:
+        raise AssertionError(f"{cmd!r} exited {rc}{timeout_note}:\n{text[-4000:]}")
+    return text
+
+
+def timed(c, cmd: str) -> Dict[str, float]:
+    """Wall, user and system seconds of a command inside the container (bash's time over all its children)."""
+    out = sh(c, f"TIMEFORMAT='%R %U %S'; {{ time {cmd} >/tmp/.out 2>/tmp/.err ; }} 2>/tmp/.t "
+                "|| { tail -c 3000 /tmp/.out /tmp/.err; exit 1; }; cat /tmp/.t")
+    wall, user, system = (float(x) for x in out.strip().split()[-3:])
+    return {"wall_s": wall, "cpu_s": round(user + system, 2)}
+
+
+def native_vs_precompiled(kmod_deb: Path, kernel: str) -> Dict[str, object]:
+    """In one Debian container: precompiled install, switch to native (DKMS compiles for `kernel`), switch back.
+    Packages are downloaded before each timed step: the figures are the node's own work, not the mirror's."""
+    from builder.buildenv import docker_client
+
+    img = node_image()
+    client = docker_client()
+    c = client.containers.run(img.tag, ["sleep", "infinity"], detach=True, name=f"gpuforge-fleet-native-{os.getpid()}",
+                              volumes={str(REPO): {"bind": "/src", "mode": "ro"},
+                                       str(kmod_deb.parent): {"bind": "/debs", "mode": "ro"}},
+                              environment={"PYTHONPATH": "/src", "DEBIAN_FRONTEND": "noninteractive"})
+    gv = "python3 -m validator setup driver --force --json --kernel " + kernel
+    deb = f"/debs/{kmod_deb.name}"
+    user_space = "nvidia-kernel-dkms nvidia-smi libcuda1 nvidia-driver-bin nvidia-persistenced firmware-nvidia-gsp"
+    out: Dict[str, object] = {"kernel": kernel, "kmod": kmod_deb.name}
+    try:
+        sh(c, "apt-get update -q")
+        sh(c, f"apt-get install -y -q --download-only {deb}")
+        out["precompiled"] = timed(c, f"{gv} --method precompiled --deb {deb}")
+        out["precompiled_module"] = sh(c, f"modinfo -k {kernel} -F filename nvidia-current").strip()
+        sh(c, f"apt-get install -y -q --download-only linux-headers-{kernel} {user_space}")
+        out["native"] = timed(c, f"{gv} --method native --package headless")
+        out["native_module"] = sh(c, f"modinfo -k {kernel} -F filename nvidia-current").strip()
+        out["native_kmods_left"] = sh(c, "dpkg-query -W -f='${Package} ${Status}\\n' 'gpuforge-nvidia-kmod-*' "
+                                         "| grep -c ' installed' || true").strip()
+        out["dkms_status"] = sh(c, "dkms status 2>&1 || true").strip()
+        out["back_to_precompiled"] = timed(c, f"{gv} --method precompiled --deb {deb}")
+        out["back_module"] = sh(c, f"modinfo -k {kernel} -F filename nvidia-current").strip()
+        out["dkms_left"] = sh(c, "dpkg-query -W -f='${Package} ${Status}\\n' '*-dkms' | grep -c ' installed' || true").strip()
+        return out
+    finally:
+        c.remove(force=True)

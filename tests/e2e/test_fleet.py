@@ -10,7 +10,7 @@ import pytest
 
 from builder.images import qemu
 
-from .fleet_env import boot_fleet, untuned_image, write_inventory
+from fleet_env import boot_fleet, untuned_image, write_inventory
 
 pytestmark = pytest.mark.e2e
 HOSTS = ("gpu-node-01", "gpu-node-02")

@@ -14,17 +14,16 @@ import yaml
 
 from validator.atomic import write_text
 
-from .fleet_env import ANSIBLE_DIR, Fleet, validator_deb
+import fleet_env
+from fleet_env import ANSIBLE_DIR, Fleet, validator_deb
 
 pytestmark = pytest.mark.e2e
-NODE_PACKAGES = ("python3", "python3-click", "python3-yaml", "python3-jinja2", "kmod", "procps", "ca-certificates")
+
 
 
 @pytest.fixture(scope="module")
 def node_image():
-    from builder.buildenv import BaseImageSpec, ensure_base_image
-
-    return ensure_base_image(BaseImageSpec(suite="bookworm", packages=NODE_PACKAGES, repository="gpuforge/fleet-node"))
+    return fleet_env.node_image()
 
 
 @pytest.fixture
