@@ -356,3 +356,13 @@ def test_cli_bad_input_exit_2(args, needle):
     r = CliRunner().invoke(main, args + ["--root", str(H100)])
     assert r.exit_code == 2, r.output
     assert needle in r.output and "Traceback" not in r.output
+
+
+def test_drivers_install_method_goes_through_the_same_setup_path():
+    r = CliRunner().invoke(main, ["drivers", "install", "--method", "native", "--root", str(H100), "--dry-run", "--json"])
+    assert r.exit_code == 0, r.output
+    plan = json.loads(r.output)["components"][0]
+    assert plan["component"] == "driver" and not plan["applied"]
+    assert any("nvidia-kernel-dkms" in " ".join(a.get("argv", [])) for a in plan["actions"])
+    r = CliRunner().invoke(main, ["drivers", "install", "--method", "container", "--root", str(H100), "--dry-run"])
+    assert r.exit_code == 2 and "--image" in r.output

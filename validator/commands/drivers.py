@@ -68,9 +68,18 @@ def _models(root: Path):
 @click.option("--deb", "debs", multiple=True, type=click.Path(dir_okay=False),
               help="Choose among these local .deb files (an image's bundled packages) instead of the apt lists.")
 @click.option("--dry-run", is_flag=True, help="Only say which package would be installed.")
+@click.option("--method", type=click.Choice(["precompiled", "native", "container"]), default="precompiled",
+              show_default=True, help="native / container go through `gpu-validate setup driver` (same code).")
+@click.option("--image", default=None, help="container: the driver container image reference.")
 @_json
-def install_cmd(root, kernel, driver, flavour, debs, dry_run, as_json):
+def install_cmd(root, kernel, driver, flavour, debs, dry_run, method, image, as_json):
     """Install the precompiled package for this node's GPUs and kernel, then check modinfo resolves the module."""
+    if method != "precompiled":
+        from validator.commands.setup import setup_driver
+
+        setup_driver(method, debs=debs, driver=driver, flavour=flavour, image=image, kernel=kernel, root=root,
+                     check=dry_run, as_json=as_json)
+        return
     k = _kernel_of(root, kernel)
     cat, models = _models(root)
     local = [precompiled.read_deb(path) for path in debs]

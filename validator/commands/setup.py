@@ -149,6 +149,13 @@ def cuda_cmd(source, cuda, root, check, as_json):
 @_json
 def driver_cmd(method, package_set, debs, driver, flavour, image, kernel, force, root, check, as_json):
     """Install the NVIDIA driver by one method; switching method purges the other's packages first."""
+    setup_driver(method, package_set=package_set, debs=debs, driver=driver, flavour=flavour, image=image,
+                 kernel=kernel, force=force, root=root, check=check, as_json=as_json)
+
+
+def setup_driver(method: str, *, package_set: str = "nvidia-driver", debs=(), driver=None, flavour=None, image=None,
+                 kernel=None, force: bool = False, root: Path = Path("/"), check: bool = False, as_json: bool = False):
+    """One path for `setup driver` and `drivers install --method`: validate, read the node, plan, apply, report."""
     from validator.catalog import load_catalog
     from validator.setup import apt
     from validator.setup import driver as drv
