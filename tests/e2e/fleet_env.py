@@ -179,15 +179,22 @@ def native_vs_precompiled(kmod_deb: Path, kernel: str) -> Dict[str, object]:
     out: Dict[str, object] = {"kernel": kernel, "kmod": kmod_deb.name}
     try:
         sh(c, "apt-get update -q")
+        # The kmod's user-space pin first (what the precompiled install writes), then fetch what it will install.
+        pin = "/etc/apt/preferences.d/gpuforge-nvidia.pref"
+        sh(c, f"python3 -c 'import sys; from validator.precompiled import read_deb, pin_text; "
+              f"open(sys.argv[2], \"w\").write(pin_text(read_deb(sys.argv[1])))' {deb} {pin}")
         sh(c, f"apt-get install -y -q --download-only {deb}")
         out["precompiled"] = timed(c, f"{gv} --method precompiled --deb {deb}")
         out["precompiled_module"] = sh(c, f"modinfo -k {kernel} -F filename nvidia-current").strip()
-        sh(c, f"apt-get install -y -q --download-only linux-headers-{kernel} {user_space}")
+        # Native drops the pin (apt then takes the archive's newest 535 user space and DKMS source): fetch those.
+        sh(c, f"mv {pin} /tmp/pin && apt-get install -y -q --download-only linux-headers-{kernel} {user_space}; "
+              f"rc=$?; mv /tmp/pin {pin}; exit $rc")
         out["native"] = timed(c, f"{gv} --method native --package headless")
         out["native_module"] = sh(c, f"modinfo -k {kernel} -F filename nvidia-current").strip()
         out["native_kmods_left"] = sh(c, "dpkg-query -W -f='${Package} ${Status}\\n' 'gpuforge-nvidia-kmod-*' "
                                          "| grep -c ' installed' || true").strip()
         out["dkms_status"] = sh(c, "dkms status 2>&1 || true").strip()
+        out["native_version"] = sh(c, "dpkg-query -W -f='${Version}' nvidia-kernel-dkms").strip()
         out["back_to_precompiled"] = timed(c, f"{gv} --method precompiled --deb {deb}")
         out["back_module"] = sh(c, f"modinfo -k {kernel} -F filename nvidia-current").strip()
         out["dkms_left"] = sh(c, "dpkg-query -W -f='${Package} ${Status}\\n' '*-dkms' | grep -c ' installed' || true").strip()

@@ -37,7 +37,7 @@ class Recorder:
 
     def __call__(self, argv, **kw):
         self.calls.append(list(argv))
-        if argv[:2] == ["sysctl", "-q"] and self.profile:
+        if argv[:1] == ["sysctl"] and self.profile:
             for k, v in self.profile.sysctl:
                 _put(self.root, "/proc/sys/" + k.replace(".", "/"), v + "\n")
         if argv[0].endswith("apply-tuning") and self.profile:

@@ -114,7 +114,7 @@ def plan_tuning(host: Host, p: TuningProfile, text: str) -> Plan:
 
     sysctl_now, sysctl_later = _live_sysctl(host, p)
     if sysctl_now:
-        actions.append(run(["sysctl", "-q", "-p", SYSCTL_PATH], "now: " + ", ".join(sysctl_now), 60))
+        actions.append(run(["sysctl", "-e", "-q", "-p", SYSCTL_PATH], "now: " + ", ".join(sysctl_now), 60))
     if sysctl_later:
         notes.append("read-only here, in effect from the next boot: " + ", ".join(sysctl_later))
     knobs_now, knobs_later = _live_knobs(host, p)
