@@ -81,6 +81,9 @@ def test_setup_rolls_out_validator_installs_docker_and_packages_idempotently(con
 def test_tuning_role_in_a_container_writes_files_and_says_what_is_read_only(containers, tmp_path):
     (c,) = containers(1)
     f = _fleet(tmp_path, [c.name])
+    check = f.playbook("deploy.yml", "--check")  # no validator yet: check mode cannot plan, and says why
+    assert check.rc == 2 and "has no 'setup' command" in check.output and "check mode plans with the installed one" in check.output
+    assert f.playbook("setup.yml").rc == 0  # rolls out the validator
     check = f.playbook("deploy.yml", "--check")
     assert check.rc == 0 and check.changed(c.name) > 0, check.output[-4000:]
     assert _exec(c, "ls /etc/sysctl.d/90-gpuforge.conf 2>&1").startswith("ls:")  # --check wrote nothing

@@ -61,6 +61,8 @@ def _untuned_node(root: Path, grub: bool = True) -> Path:
     _put(root, "/proc/cmdline", "BOOT_IMAGE=/vmlinuz root=UUID=abc ro console=tty0 console=ttyS0,115200n8\n")
     _put(root, "/sys/kernel/mm/transparent_hugepage/enabled", "[always] madvise never\n")
     _put(root, "/proc/swaps", "Filename Type Size Used Priority\n")
+    _put(root, "/usr/bin/systemctl", "")
+    (root / "run/systemd/system").mkdir(parents=True, exist_ok=True)
     if grub:
         _put(root, "/boot/grub/grub.cfg", GRUB)
         _put(root, "/etc/gpuforge/cmdline", "console=tty0 console=ttyS0,115200n8\n")
@@ -121,6 +123,9 @@ def test_tuning_read_only_proc_is_a_note_not_a_change(tmp_path):
     notes = " ".join(plan.notes)
     assert "read-only here" in notes and "vm.swappiness" in notes
     assert "no boot configuration gpuforge manages" in notes and not plan.reboot
+    (root / "usr/bin/systemctl").unlink()  # a container without systemd: the unit is written, not enabled
+    plan = livetuning.plan_tuning(Host(root, Recorder(root, prof)), prof, _text(prof))
+    assert not any(a.argv[:1] == ("systemctl",) for a in plan.actions) and "no systemctl here" in " ".join(plan.notes)
 
 
 def test_tuning_stock_grub_uses_a_dropin_and_update_grub(tmp_path):

@@ -107,10 +107,13 @@ def plan_tuning(host: Host, p: TuningProfile, text: str) -> Plan:
     for path, (body, mode) in files.items():
         if path in changed:
             actions.append(write(path, body, mode))
-    if TUNING_UNIT_PATH in changed:
-        actions.append(run(["systemctl", "daemon-reload"], "new unit file", 60))
-    if not host.path(UNIT_WANTS).exists():
-        actions.append(run(["systemctl", "enable", TUNING_UNIT_NAME], "apply at every boot", 60))
+    if not any(host.path(p).exists() for p in ("/bin/systemctl", "/usr/bin/systemctl")):
+        notes.append(f"no systemctl here: {TUNING_UNIT_NAME} written but not enabled")
+    else:
+        if TUNING_UNIT_PATH in changed and host.path("/run/systemd/system").is_dir():
+            actions.append(run(["systemctl", "daemon-reload"], "new unit file", 60))
+        if not host.path(UNIT_WANTS).exists():
+            actions.append(run(["systemctl", "enable", TUNING_UNIT_NAME], "apply at every boot", 60))
 
     sysctl_now, sysctl_later = _live_sysctl(host, p)
     if sysctl_now:
