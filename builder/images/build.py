@@ -32,7 +32,7 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 BASE_PACKAGES = (
     "systemd-sysv", "udev", "kmod", "procps", "e2fsprogs", "cloud-guest-utils", "iproute2", "ifupdown", "isc-dhcp-client", "initramfs-tools", "zstd",
-    "cloud-init", "openssh-server", "sudo", "python3", "python3-click", "python3-yaml", "python3-jinja2",
+    "cloud-init", "openssh-server", "sudo", "dbus", "python3", "python3-click", "python3-yaml", "python3-jinja2",
 )
 # Keep docs, man pages and translations out of the image (smaller disk, faster squashfs over TFTP).
 DPKG_EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*",

@@ -27,7 +27,7 @@ KEY_COMMENT = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,200})$")  # printable ASCI
 # docker reference: [registry[:port]/]path[:tag][@sha256:digest]
 IMAGE_REF = re.compile(r"^(?:[a-z0-9.-]+(?::\d{1,5})?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
                        r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$")
-TOP_KEYS = {"users", "ssh_pwauth", "write_files", "hostname", "fqdn", "preserve_hostname"}
+TOP_KEYS = {"users", "ssh_pwauth", "write_files", "hostname", "fqdn", "preserve_hostname", "manage_etc_hosts"}
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ def test_fuzz_no_value_adds_top_level_keys(h, e, img):
     except UserError:
         return
     data = yaml.safe_load(text)
-    assert set(data) <= {"users", "ssh_pwauth", "write_files", "hostname", "preserve_hostname"}
+    assert set(data) <= {"users", "ssh_pwauth", "write_files", "hostname", "preserve_hostname", "manage_etc_hosts"}
     assert data["hostname"] == h.lower() and len(data["users"]) == 1
 
 
