@@ -114,6 +114,6 @@ def build_deb(root: Path, ctl: ControlInfo, abi: str, out_dir: Path) -> Path:
         p.write_text(text)
         p.chmod(0o755)
     out = out_dir / f"{ctl.get('Package')}_{ctl.get('Version')}_amd64.deb"
-    # gzip: every dpkg reads it and it is several times faster than xz on 40 MB of modules.
-    subp.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-z6", "--build", str(root), str(out)], timeout=900)
+    # gzip -1: every dpkg reads it; on 40 MB of stripped modules it is ~4x faster than -6 for a few % more bytes.
+    subp.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "--build", str(root), str(out)], timeout=900)
     return out

@@ -5,7 +5,6 @@ dist/ layout:
   apt/dists/<codename>/...                       Packages, Release, InRelease (when a gpg key is set)
   apt/manifest.json                              per cell: cache key, inputs, deb, sha256
   cache/<cell>.json                              the cache entry a later run trusts (written after the deb)
-  cache/src/<source>_<version>.deb               module sources already downloaded
   logs/<cell>.log                                each step's output; compile.log in full on failure
 """
 

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import shlex
 import shutil
@@ -182,10 +183,10 @@ if ! ls /gf/dl/{source}_*.deb >/dev/null 2>&1; then
 fi
 ls /gf/dl
 """,
+    # Streamed: the source tarball inside the .deb goes straight to tar, never written out.
     "extract": """set -eu
-mkdir -p /gf/src /gf/build
-dpkg-deb -x /gf/dl/{source}_*.deb /gf/src
-tar -xf /gf/src/usr/src/*.tar.xz -C /gf/build
+mkdir -p /gf/build
+dpkg-deb --fsys-tarfile /gf/dl/{source}_*.deb | tar -xO --wildcards './usr/src/*.tar.xz' | tar -xJ -C /gf/build
 ls -d /gf/build/modules/*/
 """,
     # Pass KERNEL_UNAME, not SYSSRC: Debian splits headers into -common and the flavour directory.
@@ -355,18 +356,34 @@ def _fetch_stage(container, dest: Path) -> None:
         extract_tar(tmp, dest)
 
 
+def source_cache_dir() -> Path:
+    """Module source packages downloaded on this host, shared by every dist: $GPUFORGE_CACHE, else ~/.cache/gpuforge."""
+    root = os.environ.get("GPUFORGE_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                                                            os.path.expanduser("~/.cache"), "gpuforge")
+    return Path(root) / "src"
+
+
 def _source_cache(dist: Path, cell: Cell) -> Path:
-    """Downloaded module source packages, kept per exact version so the next cell of that driver needs no network."""
+    """The exact source version's .deb (apt verified it when it was downloaded; its sha256 is kept beside it)."""
     src = cell.flavour_def.source
-    return dist / "cache" / "src" / f"{src.name}_{src.version.replace(':', '%3a')}.deb"
+    return source_cache_dir() / f"{src.name}_{src.version.replace(':', '%3a')}.deb"
+
+
+def _cached_source(path: Path) -> Optional[bytes]:
+    try:
+        data, want = path.read_bytes(), path.with_suffix(".sha256").read_text().strip()
+    except OSError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == want else None
 
 
 def _fetch_source(container, cell: Cell, ctx: CellContext) -> str:
     cached = _source_cache(ctx.dist, cell)
-    if cached.is_file():
-        _put_files(container, "/gf/dl", {cached.name: cached.read_bytes()})
+    data = _cached_source(cached)
+    if data is not None:
+        _put_files(container, "/gf/dl", {cached.name: data})
     out = _exec(container, render("source", cell, ctx.settings), "source")
-    if not cached.is_file():
+    if data is None:
         stream, _ = container.get_archive("/gf/dl")
         with tempfile.TemporaryDirectory(dir=ctx.dist) as tmp, tempfile.TemporaryFile() as buf:
             for chunk in stream:
@@ -375,7 +392,9 @@ def _fetch_source(container, cell: Cell, ctx: CellContext) -> str:
             extract_tar(buf, Path(tmp))
             debs = sorted(Path(tmp).rglob(f"{cell.flavour_def.source.name}_*.deb"))
             if debs:
-                atomic.write_bytes(cached, debs[0].read_bytes())
+                blob = debs[0].read_bytes()
+                atomic.write_text(cached.with_suffix(".sha256"), hashlib.sha256(blob).hexdigest() + "\n")
+                atomic.write_bytes(cached, blob)
     return out
 
 
