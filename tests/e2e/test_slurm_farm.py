@@ -88,11 +88,14 @@ def test_merged_repo_installs_in_a_clean_container(farm):
     client = docker.from_env(timeout=900)
     image = ensure_base_image(BaseImageSpec(suite="bookworm"), client)
     c = client.containers.run(image.id, ["sleep", "infinity"], detach=True, network_mode="host",
-                              volumes={str(store / "apt"): {"bind": "/srv/repo", "mode": "ro"}},
-                              environment={"DEBIAN_FRONTEND": "noninteractive"})
+                              volumes={str(store / "apt"): {"bind": "/srv/repo", "mode": "ro"},
+                                       str(ROOT): {"bind": "/src", "mode": "ro"}},
+                              environment={"DEBIAN_FRONTEND": "noninteractive", "PYTHONDONTWRITEBYTECODE": "1"})
     try:
+        # The node's installer pins the driver's user space (plain apt would take bookworm-security's newer one).
         script = ("echo 'deb [trusted=yes] file:/srv/repo gpuforge main' > /etc/apt/sources.list.d/gf.list && "
-                  "apt-get update -q && apt-get install -y -q --no-install-recommends " + PKG + " && "
+                  "apt-get update -q && apt-get install -y -q --no-install-recommends python3 python3-click python3-yaml "
+                  f"python3-jinja2 && cd /src && python3 -m validator drivers install --kernel {ABI} --json && "
                   f"modinfo -k {ABI} -F vermagic nvidia-current")
         r = c.exec_run(["bash", "-c", script])
         out = r.output.decode(errors="replace")
