@@ -45,3 +45,17 @@ def test_saved_full_report_draws_its_measurements(path):
         assert len(page.find("section", id="burn").find_all("svg")) == 3
     if "bandwidth" in suites and len(rep.gpus) > 1:
         assert page.find("table", class_="p2p") is not None
+
+
+def test_h200x2_capture_replays_the_live_run_check_by_check():
+    """The 2xH200 node was validated live and captured in the same minute: the replay gives every check and
+    subject the status the live run gave, and its NVLink checks all read (18 links, no errors, NV18, fabric)."""
+    live = json.loads((FIXTURES / "reports" / "h200x2-live-quick.json").read_text())
+    rep = validate(root=FIXTURES / "nodes" / "h200x2-nvlink-node", level="quick", expect="2xH200")
+    replay = {(r.id, r.subject): r.status for r in rep.results}
+    assert replay == {(r["id"], r.get("subject", "")): r["status"] for r in live["results"]}
+    nvlink = [r for r in rep.results if r.id.startswith("gpu.nvlink")]
+    assert {r.id for r in nvlink} == {"gpu.nvlink_links", "gpu.nvlink_errors", "gpu.nvlink_topology",
+                                      "gpu.nvlink_fabric"}
+    assert all(r.status == "pass" for r in nvlink), [(r.id, r.status, r.observed) for r in nvlink]
+    assert not [r for r in rep.results if r.status == "fail"]
