@@ -167,14 +167,6 @@ def _source(ngc: NgcCatalog, v: compat.Verdict, registry: Optional[str], mirror:
     return source_for(ngc.image(v.release.image).repository, v.release.tag, registry, mirror)
 
 
-def _pull(engine, src: Source):
-    """Log in with $NGC_API_KEY when pulling from the NGC registry itself (never from a mirror), then pull."""
-    key = key_from_env()
-    if key and not src.via_mirror:
-        engine.login(src.pull_host, key)
-    return engine.pull(src, key if not src.via_mirror else None)
-
-
 def _engine():
     from validator.ngc.engine import Engine
 
@@ -198,7 +190,7 @@ def pull_cmd(ref, mirror, registry, root, driver, models, force, as_json):
     kept under its nvcr.io name. Exit 2 when the driver cannot run it (unless --force)."""
     _, ngc, _, v = _prepare(ref, root, driver, models, force)
     src = _source(ngc, v, registry, mirror)
-    pulled = _pull(_engine(), src)
+    pulled = _engine().fetch(src, key_from_env())
     if as_json:
         click.echo(json.dumps(dict(pulled.to_dict(), verdict=v.to_dict()), indent=2))
     else:
@@ -212,7 +204,7 @@ def _ensure_local(engine, ngc, v, registry, mirror, no_pull: bool) -> str:
         if no_pull:
             raise UserError(f"{src.canonical} is not present locally", hint=f"gpu-validate ngc pull {v.release.ref}")
         click.echo(f"pulling {src.pull_ref}", err=True)
-        _pull(engine, src)
+        engine.fetch(src, key_from_env())
     return src.canonical
 
 

@@ -150,6 +150,16 @@ class Engine:
             image.tag(src.canonical_repo, tag=src.tag)
         return Pulled(src.canonical, src.pull_ref, image.id, _repo_digest(image, src.pull_repo), int(image.attrs.get("Size") or 0))
 
+    def fetch(self, src: Source, key: Optional[Secret] = None) -> Pulled:
+        """Pull with the NGC key when src is the NGC registry itself (login as $oauthtoken first); a mirror never
+        sees the key."""
+        if key and not src.via_mirror:
+            self.login(src.pull_host, key)
+            return self.pull(src, key)
+        if key:
+            log.info("NGC key not sent to mirror %s", src.pull_host)
+        return self.pull(src)
+
     def registry_digest(self, src: Source, key: Optional[Secret] = None) -> str:
         """The manifest digest the registry serves for src (no pull): what a build's cache key is made of."""
         try:
