@@ -11,13 +11,14 @@ import shlex
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from builder import cache, steps
 from builder.digest import sha256_file
 from builder.images import disk, netboot, refs, stage
+from builder.images import ngc as ngc_images
 from builder.images.definition import ImageDef
 from builder.images.validator_deb import build_validator_deb, source_hash
 from builder.lock import FileLock
@@ -63,6 +64,7 @@ class Resolved:
     kernel: refs.KernelRef
     tuning: refs.Tuning
     drivers: tuple  # DriverPlan
+    ngc: tuple = ()  # builder.images.ngc.NgcPlan, digests pinned before the cache key
 
 
 @dataclass
@@ -74,6 +76,7 @@ class Context:
     mirror: str = DEFAULT_MIRROR
     security_mirror: str = DEFAULT_SECURITY_MIRROR
     apt_dir: Optional[Path] = None  # the builder's apt repo (dist/apt)
+    ngc_mirror: Optional[str] = None  # pull ngc_images from MIRROR/nvidia/X instead of nvcr.io/nvidia/X
     force: bool = False  # --rebuild: ignore the cache
     timings: dict = field(default_factory=dict)
     last_timings: dict = field(default_factory=dict)  # step -> seconds of the last build (ETA on a TTY)
@@ -131,7 +134,7 @@ def resolve(image: ImageDef, ctx: Context) -> Resolved:
     # One driver: install it now. Several: carry them all; the first-boot hook installs the one the GPU needs.
     mode = DriverStatus.INSTALLED if len(present) == 1 else DriverStatus.CARRIED
     plans = [p if not p.deb else DriverPlan(p.ref, p.flavour, p.package, mode, p.deb) for p in plans]
-    return Resolved(image, kernel, tuning, tuple(plans))
+    return Resolved(image, kernel, tuning, tuple(plans), ngc_images.resolve(image, ctx.ngc_mirror))
 
 
 # ------------------------------------------------------------------------------------------- cache
@@ -141,7 +144,7 @@ def cache_inputs(res: Resolved, ctx: Context) -> dict:
     """Every input that changes the image, by value or hash (mkosi cache_manifest style)."""
     recipe_files = [ctx.repo / "images/provision/provision.sh", ctx.repo / "cloud-init/gpuforge-firstboot.sh"]
     code = Path(__file__).parent
-    return {
+    inputs = {
         "recipe_version": RECIPE_VERSION,
         "definition": json.loads(res.image.to_json()),
         "kernel": {"abi": res.kernel.abi, "package": res.kernel.image_package, "version": res.kernel.version,
@@ -154,6 +157,9 @@ def cache_inputs(res: Resolved, ctx: Context) -> dict:
         "mirror": ctx.mirror,
         "security_mirror": ctx.security_mirror,
     }
+    if res.ngc:  # the manifest digests, not the mirror: the same image from any mirror is the same image
+        inputs["ngc_images"] = ngc_images.cache_inputs(res.ngc)
+    return inputs
 
 
 cache_key = cache.cache_key
@@ -235,7 +241,9 @@ def make_stage(res: Resolved, ctx: Context, work: Path) -> Path:
     info = json.dumps({"image": res.image.name, "kernel": res.kernel.abi, "tuning": res.tuning.name,
                        "drivers": [p.package for p in res.drivers if p.deb]}, indent=2) + "\n"
     stage.render_stage(st, ctx.repo, res.image, res.tuning, packages=(), userspace=userspace_pins(res, ctx),
-                       install_debs=tuple(install), carry_debs=tuple(carry), image_info=info)
+                       install_debs=tuple(install), carry_debs=tuple(carry), image_info=info,
+                       extra_files=ngc_images.stage_files() if res.ngc else None,
+                       extra_units=(ngc_images.LOAD_UNIT,) if res.ngc else ())
     return st
 
 
@@ -243,13 +251,14 @@ def build_rootfs(res: Resolved, ctx: Context, st: Path, rootfs: Path, work: Path
     """mmdebstrap the base + kernel + cloud-init, then run provision.sh in the chroot (the recipe Packer runs too)."""
     k = res.kernel
     kernel_pkg = f"{k.image_package}={k.version}" if k.version else k.image_package
-    include = ",".join(BASE_PACKAGES + (kernel_pkg,) + res.image.packages)
+    include = ",".join(BASE_PACKAGES + (kernel_pkg,) + res.image.packages + (ngc_images.PACKAGES if res.ngc else ()))
     argv = ["mmdebstrap", "--variant=apt", "--mode=root", "--format=directory", f"--include={include}",
             "--aptopt=Acquire::Retries=3"]
     argv += [f"--dpkgopt=path-exclude={p}" for p in DPKG_EXCLUDES]
     argv += [f"--dpkgopt=path-include={p}" for p in DPKG_INCLUDES]
     argv += [
         "--customize-hook=echo gpuforge > \"$1/etc/hostname\"",
+        *(ngc_images.rootfs_hooks(work / "ngc") if res.ngc else ()),
         # Hooks are shell (sh -c) or shellwords (copy-in): every path is quoted, whatever --dist says.
         f"--customize-hook=copy-in {shlex.quote(str(st))} /tmp",
         f"--customize-hook=chroot \"$1\" sh /tmp/{shlex.quote(st.name)}/provision.sh /tmp/{shlex.quote(st.name)}",
@@ -282,7 +291,8 @@ def finalize_disk_tree(rootfs: Path, root_uuid: str, cmdline: str, title: str) -
     disk.prepare_boot_dir(rootfs, root_uuid, cmdline, title)
 
 
-def write_manifest(res: Resolved, ctx: Context, out: Path, key: str, inputs: dict, packages: dict, t_start: float) -> dict:
+def write_manifest(res: Resolved, ctx: Context, out: Path, key: str, inputs: dict, packages: dict, t_start: float,
+                   ngc: Sequence[dict] = ()) -> dict:
     files = {}
     for p in sorted(out.iterdir()):
         if p.is_file() and p.name != "manifest.json":
@@ -306,6 +316,7 @@ def write_manifest(res: Resolved, ctx: Context, out: Path, key: str, inputs: dic
                    "cmdline": list(stage.kernel_cmdline(res.image, res.tuning)),
                    "sysctl": dict(res.tuning.sysctl)},
         "packages": packages,
+        "ngc_images": list(ngc),  # pulled digest, image id, size, tarball path/size/sha256 in the image
         "files": files,
         "inputs": inputs,
     }
@@ -317,6 +328,8 @@ def build_image(image: ImageDef, ctx: Context) -> dict:
     """The runbook. Returns the manifest (cached or new). Bad references raise UserError before any output exists."""
     t0 = time.monotonic()
     res = resolve(image, ctx)
+    if res.ngc:
+        res = replace(res, ngc=ngc_images.pin(res.ngc, ngc_images.connect(res.ngc)))
     for p in res.drivers:
         if p.status is DriverStatus.ABSENT:
             log.warning("%s: driver %s not included: %s", image.name, p.ref, p.reason)
@@ -363,6 +376,10 @@ def _build_locked(res: Resolved, ctx: Context, key: str, inputs: dict, out_dir: 
         rootfs = work / "rootfs"
         with step(ctx, "stage: tuning files, validator .deb, provision.sh"):
             st = make_stage(res, ctx, work)
+        ngc: list = []
+        if res.ngc:
+            with step(ctx, f"ngc: pull {len(res.ngc)} image(s){' via ' + ctx.ngc_mirror if ctx.ngc_mirror else ''}, docker save"):
+                ngc = ngc_images.pull_and_save(res.ngc, ngc_images.connect(res.ngc), work / "ngc")
         with step(ctx, f"rootfs: mmdebstrap {image.suite} + {res.kernel.abi} + provision"):
             build_rootfs(res, ctx, st, rootfs, work)
         packages = read_packages(work)
@@ -383,7 +400,7 @@ def _build_locked(res: Resolved, ctx: Context, key: str, inputs: dict, out_dir: 
             if "raw" not in image.formats:
                 raw.unlink()
         with step(ctx, "manifest"):
-            manifest = write_manifest(res, ctx, out, key, inputs, packages, t0)
+            manifest = write_manifest(res, ctx, out, key, inputs, packages, t0, ngc)
         # Swap the finished folder into place: readers see the old image or the new one, never half of one.
         old = ctx.images_dir / f".{image.name}.old-{os.getpid()}"
         if out_dir.exists():

@@ -19,6 +19,7 @@ PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+~:-]+)?$")
 IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 SIZE = re.compile(r"^([0-9]{1,7})([MG])$")
 DISK_MIN, DISK_MAX = 1 << 30, 4096 << 30  # 1G .. 4096G: a golden image, not a disk farm
+NGC_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*:[A-Za-z0-9._-]+$")  # name:tag (a tag is required: builds are pinned)
 
 
 @dataclass(frozen=True)
@@ -35,17 +36,20 @@ class ImageDef:
     disk_size: str = "3G"
     cmdline_extra: tuple = ()  # extra kernel args beyond the tuning profile's (console etc.)
     disable_services: tuple = ()  # units masked in the image (lean first boot)
+    ngc_images: tuple = ()  # NGC images pre-pulled into the image, "pytorch:24.01-py3" (validator/data/ngc.yaml)
     path: str = field(default="", compare=False)
 
     def to_json(self) -> str:
         d = asdict(self)
         d.pop("path")
+        if not d["ngc_images"]:  # an image without NGC images keeps the JSON (and cache key) it had before the field
+            d.pop("ngc_images")
         return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "ImageDef":
         d = json.loads(text)
-        for k in ("drivers", "packages", "formats", "cmdline_extra", "disable_services"):
+        for k in ("drivers", "packages", "formats", "cmdline_extra", "disable_services", "ngc_images"):
             d[k] = tuple(d.get(k, ()))
         return cls(**d)
 
@@ -90,7 +94,8 @@ def parse_image(raw: object, path: str) -> ImageDef:
     """Check every field of one definition (types and shapes only; references are checked by resolve())."""
     if not isinstance(raw, dict):
         raise ConfigError(path, "<top>", "a mapping of image fields", type(raw).__name__)
-    known = {"name", "suite", "kernel", "tuning", "drivers", "packages", "formats", "disk_size", "cmdline_extra", "disable_services", "description"}
+    known = {"name", "suite", "kernel", "tuning", "drivers", "packages", "formats", "disk_size", "cmdline_extra", "disable_services", "description",
+             "ngc_images"}
     for k in raw:
         if k not in known:
             raise ConfigError(path, str(k), "one of " + ", ".join(sorted(known)), k)
@@ -123,6 +128,7 @@ def parse_image(raw: object, path: str) -> ImageDef:
         disk_size=size,
         cmdline_extra=check_cmdline(raw.get("cmdline_extra", []) or [], path, "cmdline_extra"),
         disable_services=_str_list(raw, "disable_services", path, re.compile(r"^[A-Za-z0-9@_.-]+$"), "a list of systemd unit names"),
+        ngc_images=_str_list(raw, "ngc_images", path, NGC_REF, "a list of NGC images as name:tag (e.g. pytorch:24.01-py3)"),
         path=path,
     )
 

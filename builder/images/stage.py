@@ -8,6 +8,7 @@ from __future__ import annotations
 import shlex
 import shutil
 from pathlib import Path
+from typing import Optional
 
 from builder.images.definition import ImageDef
 from builder.images.refs import Tuning
@@ -64,8 +65,10 @@ def nvidia_pin(versions: list) -> str:
 
 
 def render_stage(stage: Path, repo: Path, image: ImageDef, t: Tuning, *, packages: tuple, userspace: tuple,
-                 install_debs: tuple, carry_debs: tuple, image_info: str) -> Path:
-    """Fill stage/ (files/, provision.env, provision.sh); debs/ is filled by the caller."""
+                 install_debs: tuple, carry_debs: tuple, image_info: str, extra_files: Optional[dict] = None,
+                 extra_units: tuple = ()) -> Path:
+    """Fill stage/ (files/, provision.env, provision.sh); debs/ is filled by the caller. extra_files (path -> text)
+    join the overlay and extra_units are enabled (the NGC image loader)."""
     files = stage / "files"
     cmdline = " ".join(kernel_cmdline(image, t))
     out = {
@@ -84,10 +87,12 @@ def render_stage(stage: Path, repo: Path, image: ImageDef, t: Tuning, *, package
     versions = sorted({u.split("=", 1)[1] for u in userspace if "=" in u})
     if versions:
         out["etc/apt/preferences.d/gpuforge-nvidia.pref"] = nvidia_pin(versions)
+    out.update(extra_files or {})
     for rel, text in out.items():
         mode = 0o755 if rel.startswith(("usr/libexec", "etc/initramfs-tools/hooks")) else 0o644
         write_text(files / rel, text, mode)
     enable = ([TUNING_UNIT_NAME] if t.profile is not None else []) + (["nvidia-persistenced.service"] if (install_debs or carry_debs) and userspace else [])
+    enable += list(extra_units)
     env = {
         "PACKAGES": " ".join(packages),
         "USERSPACE": " ".join(userspace),

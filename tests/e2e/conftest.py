@@ -13,12 +13,20 @@ from typing import Dict, List
 import pytest
 
 MIRROR = "127.0.0.1:5000"
-# (image, tag, CUDA_VERSION the stand-in carries): what the e2e tests pull, run, test and bake into an image.
+# (image, tag, CUDA_VERSION the stand-in carries, slim): what the e2e tests pull, run, test and bake into an image.
+# A slim stand-in holds only printenv and the C library from our Debian base (a few MB: quick to load under TCG).
 STANDINS = (
-    ("pytorch", "24.01-py3", "12.3.2"),
-    ("pytorch", "25.10-py3", "13.0.2"),  # the newest pytorch a driver-580 node runs (data/ngc.yaml)
-    ("cuda", "12.4.1-base-ubuntu22.04", "12.4.1"),
+    ("pytorch", "24.01-py3", "12.3.2", False),
+    ("pytorch", "25.10-py3", "13.0.2", False),  # the newest pytorch a driver-580 node runs (data/ngc.yaml)
+    ("cuda", "12.4.1-base-ubuntu22.04", "12.4.1", True),
 )
+_SLIM = """FROM {base} AS debian
+FROM scratch
+COPY --from=debian /usr/bin/printenv /usr/bin/printenv
+COPY --from=debian /usr/lib/x86_64-linux-gnu/libc.so.6 /usr/lib/x86_64-linux-gnu/libc.so.6
+COPY --from=debian /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 /lib64/ld-linux-x86-64.so.2
+ENV PATH=/usr/bin
+"""
 
 
 @dataclass
@@ -29,10 +37,10 @@ class Standins:
     created: List[str]  # local names the fixture made (removed at the end)
 
 
-def build_standin(client, base: str, repo: str, tag: str, cuda: str, label: str) -> str:
-    """A tiny image FROM our Debian base, distinct per tag (label), carrying CUDA_VERSION like NVIDIA's images."""
-    dockerfile = (f"FROM {base}\nLABEL org.gpuforge.ngc-standin={label!r}\nENV CUDA_VERSION={cuda}\n"
-                  'CMD ["/bin/bash"]\n').encode()
+def build_standin(client, base: str, repo: str, tag: str, cuda: str, label: str, slim: bool = False) -> str:
+    """An image from our Debian base, distinct per tag (label), carrying CUDA_VERSION like NVIDIA's images."""
+    head = _SLIM.format(base=base) if slim else f'FROM {base}\nCMD ["/bin/bash"]\n'
+    dockerfile = f"{head}LABEL org.gpuforge.ngc-standin={label!r}\nENV CUDA_VERSION={cuda}\n".encode()
     ref = f"{repo}:{tag}"
     client.images.build(fileobj=io.BytesIO(dockerfile), tag=ref, rm=True, pull=False)
     return ref
@@ -54,13 +62,13 @@ def ngc_standins():
     base = ensure_base_image(BaseImageSpec(suite="bookworm"), client).tag
     ngc = load_ngc()
     digests, created = {}, []
-    for name, tag, cuda in STANDINS:
+    for name, tag, cuda, slim in STANDINS:
         repo = f"{MIRROR}/{ngc.image(name).repository}"
-        created.append(build_standin(client, base, repo, tag, cuda, f"{name}:{tag}"))
+        created.append(build_standin(client, base, repo, tag, cuda, f"{name}:{tag}", slim))
         digests[f"{name}:{tag}"] = push(client, repo, tag)
     s = Standins(MIRROR, digests, base, created)
     yield s
-    for name, tag, _ in STANDINS:
+    for name, tag, *_ in STANDINS:
         s.created.append(f"nvcr.io/{ngc.image(name).repository}:{tag}")
     for ref in s.created:
         try:
