@@ -83,6 +83,14 @@ def test_minor_version_compat_when_the_note_asks_less_than_the_toolkit():
     assert (v.kind, v.rule) == (NO, compat.R_TOO_OLD) and v.needs == "580.65.06"
 
 
+def test_a_note_stricter_than_the_toolkit_decides():
+    ds = NGC.release("deepstream", "7.0-triton-multiarch")  # CUDA 12.2 (535.54.03), the note wants 535.161.08
+    v = judge(ds, facts(driver="535.104.05"), CAT)
+    assert (v.kind, v.rule, v.needs) == (NO, compat.R_TOO_OLD, "535.161.08")
+    v = judge(ds, facts(driver="535.161.08"), CAT)
+    assert (v.kind, v.rule) == (NATIVE, compat.R_NATIVE) and "as the release note requires" in v.reason
+
+
 def test_forward_compat_needs_the_listed_version_within_the_branch():
     v = judge(NGC.release("pytorch", "24.01-py3"), facts(driver="535.54.03"), CAT)
     assert (v.kind, v.rule) == (NO, compat.R_TOO_OLD) and "from 535.86 on" in v.reason

@@ -99,8 +99,11 @@ def judge(release: Release, facts: NodeFacts, catalog: Catalog) -> Verdict:
     if arch:
         return v(NO, R_GPU_ARCH, arch)
     toolkit = catalog.cuda_min_driver_for(release.cuda)
-    if vkey(d) >= vkey(toolkit):
-        return v(NATIVE, R_NATIVE, f"driver {d} >= {toolkit}, the minimum for CUDA {release.cuda_key} (cuda.yaml)")
+    note_ok = release.min_driver is None or vkey(d) >= vkey(release.min_driver)
+    if vkey(d) >= vkey(toolkit) and note_ok:
+        stricter = f" and >= {release.min_driver} as the release note requires" \
+            if release.min_driver and vkey(release.min_driver) > vkey(toolkit) else ""
+        return v(NATIVE, R_NATIVE, f"driver {d} >= {toolkit}, the minimum for CUDA {release.cuda_key} (cuda.yaml){stricter}")
     if vkey(d) >= vkey(need):
         return v(NATIVE, R_MINOR, f"driver {d} >= {release.min_driver} as the release note requires; below CUDA "
                  f"{release.cuda_key}'s own minimum {toolkit}, so it runs through minor-version compatibility "
