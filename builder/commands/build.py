@@ -7,7 +7,7 @@ import importlib
 import click
 
 # Targets in the order `make images` runs them.
-BUILD_TARGETS = ["drivers", "images", "packer"]
+BUILD_TARGETS = ["drivers", "containers", "images", "packer"]
 
 
 @click.group(name="build")
