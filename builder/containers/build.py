@@ -19,15 +19,13 @@ import hashlib
 import io
 import json
 import logging
-import os
-import shutil
 import tarfile
 import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from builder import debpkg, kmod
 from builder.buildenv import BaseImageSpec, ImageRef, docker_client, ensure_base_image, find_image
@@ -97,7 +95,7 @@ class ContainerReport:
 class Context:
     """Paths, the engine and timings of one run (what is built is in the ImageSpecs)."""
 
-    client: object
+    client: Any  # docker.DockerClient
     dist: Path
     settings: Settings
     rebuild: bool = False
@@ -280,6 +278,8 @@ def compressed_size(client, image_id: str) -> int:
                 if not member.name.endswith("layer.tar"):
                     continue
                 f = tar.extractfile(member)
+                if f is None:
+                    continue
                 comp = zlib.compressobj(6, zlib.DEFLATED, 31)
                 for block in iter(lambda: f.read(1 << 20), b""):
                     total += len(comp.compress(block))
@@ -290,7 +290,7 @@ def compressed_size(client, image_id: str) -> int:
 def _cached(ctx: Context, spec: ImageSpec, key: str) -> Optional[dict]:
     """The image record when the cache entry matches and the engine still has that image."""
     entry = None if ctx.rebuild else ctx.store.hit(spec.cell_id, key)
-    if entry is None:
+    if entry is None or entry.artifact is None:
         return None
     try:
         rec = json.loads((ctx.root / entry.artifact.path).read_text())
@@ -402,7 +402,7 @@ def build_containers(cells: Sequence[Cell], settings: Settings, dist: Path, *, r
         k8s.check_one_per_kernel(specs)
     client = client or docker_client()
     ctx = Context(client, dist, settings, rebuild, registry)
-    if push:
+    if push and registry:
         with step(f"registry {registry}: reachable", ctx.timings):
             reg.check_reachable(client, registry)
     ctx.root.mkdir(parents=True, exist_ok=True)
@@ -422,7 +422,7 @@ def build_containers(cells: Sequence[Cell], settings: Settings, dist: Path, *, r
             elif r.status == "failed":
                 say("%s: FAILED in %s: %s", spec.cell_id, r.step, r.error)
     report = ContainerReport(_in_order(cells, results), registry=registry, steps=ctx.timings)
-    if push:
+    if push and registry:
         built = [r for r in report.results if r.status in ("built", "cached")]
         with step(f"push to {registry}", ctx.timings):
             for r in built:
