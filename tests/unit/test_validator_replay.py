@@ -65,6 +65,7 @@ H100_EXPECTED = {
     ("kernel.modules", ""): ("pass", "loaded: nvidia nvidia_uvm"),
     ("container.runtime", ""): ("skip", "no container runtime installed"),
     ("container.nvidia_runtime", ""): ("skip", "no container runtime installed"),
+    ("container.driver_container", ""): ("skip", "no driver container on this node"),
 }
 
 

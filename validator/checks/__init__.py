@@ -3,3 +3,4 @@
 from validator.checks import base  # noqa: F401
 from validator.checks import cpu, numa, iommu, pcie, ib, gpu, nvlink, memhealth  # noqa: F401
 from validator.checks import memory, kernel, container, standard  # noqa: F401
+from validator.checks import driver_container  # noqa: F401
