@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: all venv host-deps images drivers lint test test-unit test-e2e bench bench-validator bench-gpu bench-images bench-builder bench-fleet clean
+.PHONY: all venv host-deps images drivers lint test test-unit test-e2e bench bench-validator bench-gpu bench-images bench-builder bench-fleet bench-containers clean
 
 all: test
 
@@ -41,7 +41,7 @@ test-e2e: venv host-deps
 	$(BIN)/pytest -q -m e2e tests
 
 # What runs on a build host without a GPU; bench-gpu needs a node with NVIDIA GPUs and PyTorch or CuPy.
-bench: bench-validator bench-builder bench-images
+bench: bench-validator bench-builder bench-images bench-containers
 
 bench-validator: venv
 	$(BIN)/python bench/bench_validator.py
@@ -58,6 +58,9 @@ bench-builder: venv host-deps
 # Two qemu guests + Ansible deploy.yml (first run, re-run); native DKMS vs precompiled install in a container.
 bench-fleet: venv host-deps
 	$(BIN)/python bench/bench_fleet.py
+
+bench-containers: venv host-deps
+	$(BIN)/python bench/bench_containers.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

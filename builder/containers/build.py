@@ -32,7 +32,7 @@ from builder.buildenv import BaseImageSpec, ImageRef, docker_client, ensure_base
 from builder.cache import Artifact, CacheEntry, Store, cache_key, changed_inputs, safe_name
 from builder.config import Settings
 from builder.containers import recipe, registry as reg
-from builder.containers.spec import ImageSpec, Kmod, Verified, cache_inputs, image_env, image_spec, labels
+from builder.containers.spec import ImageSpec, Kmod, Verified, cache_inputs, image_env, image_spec, labels, parse_registry
 from builder.digest import sha256_file
 from builder.lock import FileLock
 from builder.matrix import Cell
@@ -395,6 +395,8 @@ def build_containers(cells: Sequence[Cell], settings: Settings, dist: Path, *, r
     dist = Path(dist).resolve()
     if push and not registry:
         raise UserError("--push needs --registry (where to push)", hint="e.g. --registry 127.0.0.1:5000/gpuforge")
+    if registry:
+        parse_registry(registry)  # a malformed reference is bad input before anything else
     specs, results = resolve(cells, dist)
     if k8s_dir is not None:
         from builder.containers import k8s

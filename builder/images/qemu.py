@@ -9,7 +9,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from validator import subp
 from validator.atomic import write_text
@@ -79,8 +79,10 @@ class BootResult:
 
 
 def boot(work: Path, *, qcow2: Optional[Path] = None, netboot_dir: Optional[Path] = None, uefi: bool = False,
-         user_data: str = COLLECT_USER_DATA, timeout: float = 600, memory_mb: int = 1536, smp: int = 2) -> BootResult:
-    """Boot a disk (through a throwaway overlay) or a netboot bundle (iPXE + TFTP); wait for poweroff or timeout."""
+         user_data: str = COLLECT_USER_DATA, timeout: float = 600, memory_mb: int = 1536, smp: int = 2,
+         extra_drives: Sequence[Path] = ()) -> BootResult:
+    """Boot a disk (through a throwaway overlay) or a netboot bundle (iPXE + TFTP); wait for poweroff or timeout.
+    extra_drives: raw files attached read-only after the seed and out disks (/dev/vdd, ... on a disk boot)."""
     work.mkdir(parents=True, exist_ok=True)
     seed = nocloud_seed(work / "seed.img", user_data)
     out = fat_image(work / "out.img", "GFOUT", {}, 32)
@@ -99,6 +101,8 @@ def boot(work: Path, *, qcow2: Optional[Path] = None, netboot_dir: Optional[Path
     elif netboot_dir is not None:
         argv += ["-boot", "n", "-nic", f"user,model=virtio-net-pci,tftp={Path(netboot_dir).resolve()},bootfile=boot.ipxe"]
     argv += ["-drive", f"file={seed},format=raw,if=virtio", "-drive", f"file={out},format=raw,if=virtio"]
+    for extra in extra_drives:
+        argv += ["-drive", f"file={Path(extra).resolve()},format=raw,if=virtio,readonly=on"]
     t0 = time.monotonic()
     timed_out = False
     try:

@@ -1,4 +1,5 @@
-"""E2E fixtures: NGC stand-in images in the local registry (Debian docker-registry on 127.0.0.1:5000).
+"""E2E fixtures shared across test files: NGC stand-in images in the local registry (Debian docker-registry on
+127.0.0.1:5000), and the default matrix's kmod build (made once per session, e2e_drivers.py).
 
 The stand-ins are built from our own Debian base (builder.buildenv, no registry pull) and pushed under the exact NGC
 repository names and tags, so 127.0.0.1:5000 serves as the farm's mirror of nvcr.io/nvidia/*.
@@ -10,6 +11,7 @@ import io
 from dataclasses import dataclass
 from typing import Dict, List
 
+import e2e_drivers
 import pytest
 
 MIRROR = "127.0.0.1:5000"
@@ -75,3 +77,14 @@ def ngc_standins():
             client.images.remove(f"nvcr.io/{ngc.image(name).repository}:{tag}", noprune=True)
         except Exception:  # not pulled by this session
             pass
+
+
+@pytest.fixture(scope="session")
+def e2e_workdir():
+    yield from e2e_drivers.workdir()
+
+
+@pytest.fixture(scope="session")
+def drivers_build(e2e_workdir) -> e2e_drivers.DriversBuild:
+    """`gpuforge build drivers` on the default matrix (signed modules, signed repo), built once per session."""
+    return e2e_drivers.build(e2e_workdir)

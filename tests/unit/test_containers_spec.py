@@ -196,3 +196,32 @@ def test_two_images_for_one_kernel_are_refused():
     with pytest.raises(UserError, match="one DaemonSet per kernel"):
         k8s.check_one_per_kernel([image(), image(flavour="open")])
     k8s.check_one_per_kernel([image(), image(kernel="6.1.0-50-cloud-amd64")])
+
+
+# ------------------------------------------------------------------------------------------- the CLI's bad input
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from builder.cli import main
+
+    return CliRunner().invoke(main, ["build", "containers", *args])
+
+
+def test_cli_unknown_cell_is_exit_2():
+    r = _cli("--only", "no-such-cell")
+    assert r.exit_code == 2 and "no cell matches" in r.output
+
+
+def test_cli_cell_without_kmod_is_exit_2_naming_it(tmp_path):
+    r = _cli("--dist", str(tmp_path), "--only", "proprietary")
+    assert r.exit_code == 2 and "no built kmod" in r.output and "535.261.03-proprietary@6.1.0-54-cloud-amd64" in r.output
+    assert not (tmp_path / "containers").exists()  # nothing written
+
+
+def test_cli_push_needs_a_registry_and_a_good_one(tmp_path):
+    r = _cli("--dist", str(tmp_path), "--only", "proprietary", "--push")
+    assert r.exit_code == 2 and "--push needs --registry" in r.output
+    r = _cli("--dist", str(tmp_path), "--only", "proprietary", "--registry", "https://example.com", "--push")
+    assert r.exit_code == 2 and "is not a registry reference" in r.output
