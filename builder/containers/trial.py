@@ -39,6 +39,7 @@ runcmd:
       gpu-validate drivers install --method container --image {ref} --no-pull --json > /mnt/out/install.json 2> /mnt/out/install.err
       echo $? > /mnt/out/install.rc
       docker ps -a --format '{{{{.Names}}}}' > /mnt/out/containers.txt
+      exec > /dev/console 2>&1
       sync; umount /mnt/out
 power_state:
   mode: poweroff
@@ -91,7 +92,7 @@ def run(client, local: str, ref: str, node_qcow2: Path, work: Path, timeout: flo
     work.mkdir(parents=True, exist_ok=True)
     saved = work / "image.tar"
     with open(saved, "wb") as f:
-        for chunk in client.images.get(local).save(named=True):
+        for chunk in client.api.get_image(local):  # saved under exactly this name (save(named=True) takes tags[0])
             f.write(chunk)
     argv = [a for a in run_argv(ref) if a not in ("-d", "--restart=unless-stopped")]
     res = qemu.boot(work / "vm", qcow2=node_qcow2, timeout=timeout, memory_mb=2048, extra_drives=[saved],

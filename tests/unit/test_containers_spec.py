@@ -225,3 +225,18 @@ def test_cli_push_needs_a_registry_and_a_good_one(tmp_path):
     assert r.exit_code == 2 and "--push needs --registry" in r.output
     r = _cli("--dist", str(tmp_path), "--only", "proprietary", "--registry", "https://example.com", "--push")
     assert r.exit_code == 2 and "is not a registry reference" in r.output
+
+
+def test_trial_reads_docker_run_to_modprobe_from_the_guest_files(tmp_path):
+    from builder.containers import trial
+
+    (tmp_path / "run-start").write_text("2026-11-30T04:21:03.250000000Z\n")
+    (tmp_path / "init.log").write_text(
+        "2026-11-30T04:21:05.100000000Z gpuforge-driver: kernel 6.1.0-54-cloud-amd64 matches the image\n"
+        "2026-11-30T04:21:07.750123456Z gpuforge-driver: modprobe nvidia\n")
+    (tmp_path / "init.rc").write_text("7\n")
+    t = trial.Trial(boot=None, out=tmp_path)
+    assert t.run_to_modprobe_s() == pytest.approx(4.500123, abs=1e-6)
+    assert t.init_rc == 7 and t.state == {}
+    (tmp_path / "init.log").write_text("no modprobe line\n")
+    assert t.run_to_modprobe_s() is None
