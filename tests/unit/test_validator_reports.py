@@ -46,7 +46,7 @@ def test_json_round_trip(report):
 def test_term_plain_and_colour(report):
     plain = render(report, "term")
     assert "\033[" not in plain and "⚠ warn memory.swappiness" in plain
-    assert plain.rstrip().splitlines()[-1].startswith("WARN: 25 passed, 4 warnings, 0 failed, 21 skipped")
+    assert plain.rstrip().splitlines()[-1].startswith("WARN: 25 passed, 4 warnings, 0 failed, 22 skipped")
     assert "\033[33m" in render(report, "term", colour=True)
 
 
@@ -60,7 +60,7 @@ def test_junit(report):
     cases = root.findall(".//testcase")
     assert len(cases) == len(report.results)
     # The 4 warnings are visible to CI: failures of type "warning" (run exits 3 on them); no check failed.
-    assert root.get("failures") == "4" and int(root.get("skipped")) == 21
+    assert root.get("failures") == "4" and int(root.get("skipped")) == 22
     warned = [f for f in root.iter("failure") if f.get("type") == "warning"]
     assert len(warned) == 4 and all(f.get("message").startswith("WARN: ") for f in warned)
     assert not [f for f in root.iter("failure") if f.get("type") == "fail"]
