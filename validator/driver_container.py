@@ -50,13 +50,14 @@ class ContainerInstall:
         return asdict(self)
 
 
-def run_argv(image: str, *, name: str = NAME, peermem: bool = False) -> list:
+def run_argv(image: str, *, name: str = NAME, peermem: bool = False, restart: str = "unless-stopped") -> list:
     """The exact `docker run`: privileged (modprobe, mounts), host PID (it sees and stops the host's GPU users and
     persistenced), /run/nvidia shared both ways (driver root and ready file reach the host), the host's modules
-    read-only (dependencies such as ib_core for nvidia-peermem), restarted after a reboot."""
-    argv = ["docker", "run", "-d", "--name", name, "--privileged", "--pid=host", "--restart=unless-stopped",
-            "--stop-timeout", "120", "-v", "/run/nvidia:/run/nvidia:rshared", "-v", "/lib/modules:/host/lib/modules:ro",
-            "-e", f"GPUFORGE_IMAGE={image}"]
+    read-only (dependencies such as ib_core for nvidia-peermem), no network (it needs none), restarted after a
+    reboot."""
+    argv = ["docker", "run", "-d", "--name", name, "--privileged", "--pid=host", "--network=none",
+            f"--restart={restart}", "--stop-timeout", "120", "-v", "/run/nvidia:/run/nvidia:rshared",
+            "-v", "/lib/modules:/host/lib/modules:ro", "-e", f"GPUFORGE_IMAGE={image}"]
     if peermem:
         argv += ["-e", "GPUFORGE_PEERMEM=1"]
     return argv + [image, "init"]
@@ -162,7 +163,9 @@ def wait_ready(image: str, name: str, root: Path, run: Runner, timeout: float,
                                     state.get("message", ""))
         status, code, restarts = _container_status(name, run)
         if status in ("exited", "dead", "gone") or restarts > 0 or status == "restarting":
-            message = _last_message(name, run)
+            state = read_state(root) or state  # the entrypoint writes its reason before it exits
+            message = state.get("message") if state.get("state") not in (None, "ready", "starting", "loading") else ""
+            message = message or _last_message(name, run)
             run(["docker", "rm", "-f", name], timeout=60, check=False)
             what = EXIT_STATES.get(code, state.get("state") or "failed")
             raise ContainerFailed(what, message or f"exit status {code}", hint=_HINTS.get(what))
@@ -194,6 +197,10 @@ def install(image: str, *, root: Path = Path("/"), run: Runner = subp.run, pull:
     check_fits(image, labels, kernel)
     ensure_shared_run(root, run)
     remove_previous(name, run)
-    run(run_argv(image, name=name, peermem=peermem), timeout=120)
-    return wait_ready(image, name, root, run, timeout, sleep)
+    # No restarts while we watch (a failure stays a failure, with its own logs and state); once ready, the
+    # container comes back after a reboot.
+    run(run_argv(image, name=name, peermem=peermem, restart="no"), timeout=120)
+    result = wait_ready(image, name, root, run, timeout, sleep)
+    run(["docker", "update", "--restart=unless-stopped", name], timeout=60)
+    return result
 

@@ -234,7 +234,7 @@ def install_and_commit(ctx: Context, spec: ImageSpec, runtime: ImageRef, key: st
         t0 = time.monotonic()
         out = _exec(container, recipe.render(recipe.VERIFY, abi=spec.kernel, prefix=spec.module_prefix,
                                              driver=spec.driver), "verify")
-        verified, problems = recipe.parse_verify(out, spec.kernel, _driver_debian_version(pkg))
+        verified, problems = recipe.parse_verify(out, spec.kernel, _driver_debian_version(pkg), spec.module_prefix)
         if problems:
             raise StepFailed("verify", problems[0], out)
         packages = recipe.parse_packages(out, "pkg")

@@ -62,7 +62,8 @@ install -D -m 0755 {stage}/gpuforge-driver {entrypoint}
 VERIFY = r"""set -eu
 d=/lib/modules/{abi}/updates/gpuforge
 for ko in "$d"/*.ko; do
-  echo "module $(basename "$ko") $(modinfo -F vermagic "$ko" | cut -d' ' -f1) signer=$(modinfo -F signer "$ko")"
+  echo "module $(basename "$ko") $(modinfo -F vermagic "$ko" | cut -d' ' -f1) depends=$(modinfo -F depends "$ko")" \
+       "srcversion=$(modinfo -F srcversion "$ko") signer=$(modinfo -F signer "$ko")"
 done
 echo "resolves $(modinfo -k {abi} -F filename {prefix})"
 dpkg-query -W -f '${{Package}}\t${{Version}}\t${{db:Status-Abbrev}}\t${{Installed-Size}}\n' | sed 's/^/pkg\t/'
@@ -103,10 +104,11 @@ def parse_packages(out: str, prefix: str = "") -> List[Tuple[str, str, int]]:
     return rows
 
 
-def parse_verify(out: str, abi: str, driver_debian_version: str) -> Tuple[Verified, List[str]]:
+def parse_verify(out: str, abi: str, driver_debian_version: str, module: str = "nvidia-current") -> Tuple[Verified, List[str]]:
     """What the image holds, and the problems that make it unfit to ship (empty list: fit)."""
     problems: List[str] = []
-    modules, signers, firmware, userspace = [], set(), [], []
+    modules, signers, firmware, userspace, depends = [], set(), [], [], []
+    srcversion = ""
     commands = {}
     resolves = ""
     for line in out.splitlines():
@@ -115,6 +117,10 @@ def parse_verify(out: str, abi: str, driver_debian_version: str) -> Tuple[Verifi
             name, magic = parts[1], parts[2] if len(parts) > 2 else ""
             modules.append(name)
             signers.add(line.split("signer=", 1)[1].strip() if "signer=" in line else "")
+            fields = dict(p.split("=", 1) for p in parts[3:] if "=" in p and p.split("=", 1)[0] in ("depends", "srcversion"))
+            depends.append((name[:-3] if name.endswith(".ko") else name, fields.get("depends", "")))
+            if name == f"{module}.ko":
+                srcversion = fields.get("srcversion", "")
             if magic != abi:
                 problems.append(f"{name}: vermagic {magic or '(none)'} is not {abi}")
         elif line.startswith("resolves "):
@@ -142,4 +148,7 @@ def parse_verify(out: str, abi: str, driver_debian_version: str) -> Tuple[Verifi
         if versions.get(pkg) != driver_debian_version:
             problems.append(f"{pkg} is {versions.get(pkg) or 'missing'}, the kmod needs {driver_debian_version}")
     signer = next(iter(signers)) if len(signers) == 1 else ""
-    return Verified(abi, signer, tuple(sorted(modules)), tuple(sorted(userspace)), tuple(sorted(firmware))), problems
+    if not srcversion and modules:
+        problems.append(f"no srcversion for {module}.ko")
+    return Verified(abi, signer, tuple(sorted(modules)), tuple(sorted(userspace)), tuple(sorted(firmware)),
+                    tuple(sorted(depends)), srcversion), problems

@@ -105,6 +105,8 @@ class Verified:
     modules: Tuple[str, ...]  # module files under /lib/modules/<abi>/updates/gpuforge
     userspace: Tuple[Tuple[str, str], ...]  # (package, version) of the NVIDIA user space installed
     firmware: Tuple[str, ...]  # GSP firmware files
+    depends: Tuple[Tuple[str, str], ...] = ()  # (module file without .ko, modinfo depends)
+    srcversion: str = ""  # of the main module: the entrypoint adopts a loaded nvidia with the same one
 
     @property
     def signed(self) -> bool:
@@ -118,6 +120,9 @@ def image_env(spec: ImageSpec, verified: Verified) -> str:
         "GPUFORGE_KERNEL": spec.kernel, "GPUFORGE_OS": spec.os, "GPUFORGE_SIGNED": "yes" if verified.signed else "no",
         "GPUFORGE_SIGNER": verified.signer, "GPUFORGE_REPOSITORY": repository(spec.flavour),
         "GPUFORGE_MODULE_PREFIX": spec.module_prefix, "GPUFORGE_KMOD_SHA256": spec.kmod.sha256,
+        "GPUFORGE_SRCVERSION": verified.srcversion,
+        # module:dep,dep ... read at build time, so the node runs modinfo once (it reads the whole 65 MB module)
+        "GPUFORGE_DEPS": " ".join(f"{m}:{d}" for m, d in verified.depends),
     }
     return "".join(f"{k}='{_sh_quote(v)}'\n" for k, v in values.items())
 

@@ -83,8 +83,9 @@ def test_cache_inputs_change_with_each_input():
         assert other != base
 
 
-VERIFY_OUT = f"""module nvidia-current.ko {ABI} signer=
-module nvidia-current-uvm.ko {ABI} signer=
+VERIFY_OUT = f"""module nvidia-current.ko {ABI} depends= srcversion=ABC123 signer=
+module nvidia-current-uvm.ko {ABI} depends=nvidia srcversion=DEF signer=
+module nvidia-current-peermem.ko {ABI} depends=ib_core,nvidia srcversion=X signer=
 resolves /lib/modules/{ABI}/updates/gpuforge/nvidia-current.ko
 pkg\tlibcuda1\t535.261.03-1\tii \t28906
 pkg\tlibnvidia-ml1\t535.261.03-1\tii \t2104
@@ -101,7 +102,12 @@ command modprobe /usr/sbin/modprobe
 def test_verify_output_of_a_good_image():
     v, problems = recipe.parse_verify(VERIFY_OUT, ABI, "535.261.03-1")
     assert problems == []
-    assert v.modules == ("nvidia-current-uvm.ko", "nvidia-current.ko") and not v.signed
+    assert v.modules == ("nvidia-current-peermem.ko", "nvidia-current-uvm.ko", "nvidia-current.ko") and not v.signed
+    assert v.srcversion == "ABC123"
+    assert dict(v.depends)["nvidia-current-peermem"] == "ib_core,nvidia"
+    env = spec.image_env(image(), v)
+    assert "GPUFORGE_SRCVERSION='ABC123'" in env
+    assert "GPUFORGE_DEPS='nvidia-current: nvidia-current-peermem:ib_core,nvidia nvidia-current-uvm:nvidia'" in env
     assert ("libcuda1", "535.261.03-1") in v.userspace and ("coreutils", "9.1-1") not in v.userspace
     assert v.firmware == ("gsp_ga10x.bin", "gsp_tu10x.bin")
 
@@ -111,7 +117,8 @@ def test_verify_output_of_a_good_image():
     (lambda t: t.replace("firmware gsp_ga10x.bin\nfirmware gsp_tu10x.bin\n", ""), "GSP firmware"),
     (lambda t: t.replace("nvidia-smi\t535.261.03-1", "nvidia-smi\t535.309.01-1"), "nvidia-smi is 535.309.01-1"),
     (lambda t: t.replace("/usr/bin/nvidia-persistenced", "MISSING"), "nvidia-persistenced is not in the image"),
-    (lambda t: t.replace("signer=\nmodule nvidia-current-uvm", "signer=Test CA\nmodule nvidia-current-uvm"), "signed inconsistently"),
+    (lambda t: t.replace("srcversion=ABC123 signer=", "srcversion=ABC123 signer=Test CA"), "signed inconsistently"),
+    (lambda t: t.replace("srcversion=ABC123", "srcversion="), "no srcversion"),
     (lambda t: "\n".join(ln for ln in t.splitlines() if not ln.startswith("module")), "no kernel module"),
 ])
 def test_verify_output_problems_are_named(edit, problem):

@@ -25,11 +25,19 @@ PRIVATE = "24 1 0:22 / / rw - overlay overlay rw\n30 24 0:25 / /run rw,nosuid - 
 def test_run_line_has_the_flags_the_entrypoint_needs():
     argv = dc.run_argv(IMAGE)
     assert argv[:3] == ["docker", "run", "-d"] and argv[-2:] == [IMAGE, "init"]
-    for flag in ("--privileged", "--pid=host", "--restart=unless-stopped"):
+    for flag in ("--privileged", "--pid=host", "--restart=unless-stopped", "--network=none"):
         assert flag in argv
     assert "/run/nvidia:/run/nvidia:rshared" in argv and "/lib/modules:/host/lib/modules:ro" in argv
     assert f"GPUFORGE_IMAGE={IMAGE}" in argv and "GPUFORGE_PEERMEM=1" not in argv
     assert "GPUFORGE_PEERMEM=1" in dc.run_argv(IMAGE, peermem=True)
+
+
+def test_readme_shows_exactly_the_run_line():
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = text[text.index("  docker run -d --name gpuforge-driver"):]
+    block = block[:block.index("```")]
+    line = " ".join(part.strip().rstrip("\\").strip() for part in block.splitlines() if part.strip())
+    assert line == " ".join(dc.run_argv("REF"))
 
 
 def test_an_image_for_another_kernel_is_refused_naming_the_right_tag():
@@ -83,7 +91,7 @@ class Docker:
         if a[:2] == ["docker", "inspect"]:
             if self.outcome == "ready":
                 return CmdResult(tuple(a), 0, "running 0 0\n", "")
-            return CmdResult(tuple(a), 0, f"restarting {self.exit_code} 1\n", "")
+            return CmdResult(tuple(a), 0, f"exited {self.exit_code} 0\n", "")
         if a[:2] == ["docker", "logs"]:
             return CmdResult(tuple(a), 0, "", f"gpuforge-driver: kernel 6.1.0-54 matches\ngpuforge-driver: {self.message}\n")
         return CmdResult(tuple(a), 0, "", "")
@@ -101,7 +109,8 @@ def test_install_runs_the_line_and_waits_for_ready(node):
     r = dc.install(IMAGE, root=node, run=d, sleep=lambda s: None)
     assert r.state == "ready" and r.ready and r.driver == "535.261.03"
     assert ["docker", "pull", IMAGE] in d.calls
-    assert dc.run_argv(IMAGE) in d.calls
+    assert dc.run_argv(IMAGE, restart="no") in d.calls
+    assert d.calls[-1] == ["docker", "update", "--restart=unless-stopped", "gpuforge-driver"]
     assert not [c for c in d.calls if c[0] == "mount"]  # /run is shared already
 
 
@@ -120,6 +129,7 @@ def test_install_passes_on_the_entrypoints_reason_and_removes_the_container(node
         dc.install(IMAGE, root=node, run=d, sleep=lambda s: None)
     assert e.value.state == "no-gpu" and "no NVIDIA GPU" in e.value.message
     assert ["docker", "rm", "-f", "gpuforge-driver"] in d.calls
+    assert not [c for c in d.calls if c[:2] == ["docker", "update"]]
 
 
 def test_install_refuses_a_mismatching_image_before_running_it(node):

@@ -33,6 +33,7 @@ modinfo)
   depends) echo "" ;;
   esac ;;
 modprobe)
+  [ "$2" = -d ] && shift 2
   m=$(mod "$2")
   [ -n "${STUB_SLOW:-}" ] && [ "$2" = "$STUB_SLOW" ] && sleep 1
   case " ${STUB_FAIL:-} " in *" $2 "*) echo "modprobe: ERROR: could not insert '$m': ${STUB_ERROR:-No such device}" >&2; exit 1 ;; esac
@@ -341,3 +342,23 @@ def test_entrypoint_is_shellcheck_clean():
     sc = Path(sys.executable).parent / "shellcheck"
     r = subprocess.run([str(sc) if sc.exists() else "shellcheck", "-s", "sh", str(ENTRYPOINT)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
+
+
+def test_host_dependencies_come_from_the_hosts_module_tree(node):
+    """nvidia-peermem needs ib_core, a kernel module of the host: loaded with modprobe -d /host, or a clear stop."""
+    node.gpu()
+    node.image_env.write_text(node.image_env.read_text() + "GPUFORGE_DEPS='nvidia-current: nvidia-current-uvm:nvidia "
+                              "nvidia-current-modeset:nvidia nvidia-current-peermem:ib_core,nvidia'\n"
+                              "GPUFORGE_SRCVERSION='NEWBUILD0000'\n")
+    p = start(node, GPUFORGE_PEERMEM=1)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 1 and "nvidia-peermem needs the kernel module ib_core" in err
+    assert node.modules() == [] and not node.mounted()
+    assert not [c for c in node.calls() if c.startswith("modinfo -F depends")]  # read from the image's record
+    (node.root / "host/lib/modules" / ABI).mkdir(parents=True)
+    p = start(node, GPUFORGE_PEERMEM=1)
+    assert wait_for(lambda: node.ready.exists())
+    assert f"modprobe -d {node.root / 'host'} ib_core" in node.calls()
+    assert node.calls().index(f"modprobe -d {node.root / 'host'} ib_core") < node.calls().index("modprobe nvidia-peermem")
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=20)
