@@ -28,7 +28,7 @@ def test_run_progress_one_line_per_group_in_finishing_order():
     out = Tty()
     rep = validate(root=H200X2, progress=RunProgress(out, colour=False))
     text = out.getvalue()
-    assert text.startswith("gpu-validate quick: 50 checks in 8 groups\n")
+    assert text.startswith("gpu-validate quick: 51 checks in 8 groups\n")
     # what stays on the screen: the part of each line after the last "clear line" (tickers are overwritten)
     lines = [seg for seg in (l.split("\r\033[K")[-1] for l in text.split("\n")[1:]) if seg.strip()]
     groups = [l.split()[0] for l in lines]
