@@ -54,15 +54,16 @@ def main() -> int:
             "carried_installed_bytes": carried, "ratio_to_carried": round(r.size / carried, 3) if carried else None,
             "ratio_to_own_layer": round(r.size / r.layer, 3) if r.layer else None,
         })
-    ctx = Context(repo=REPO, dist=dist, apt_dir=None)
+    # The node image is the e2e test's (same folder, so either one's build is the other's cache hit).
+    node_dist = Path(os.environ.get("GPUFORGE_E2E_DIST", REPO / ".cache" / "e2e-dist"))
     t0 = time.monotonic()
-    node = build_image(find_image(REPO / "images", str(NODE_IMAGE)), ctx)
+    node = build_image(find_image(REPO / "images", str(NODE_IMAGE)), Context(repo=REPO, dist=node_dist, apt_dir=None))
     node_build_s = time.monotonic() - t0
     client = docker_client()
     first = images[0]
     with tempfile.TemporaryDirectory(prefix="gf-bench-ctr-") as tmp:
         t = trial.run(client, first["ref"], "127.0.0.1:5000/gpuforge/nvidia-driver:" + first["ref"].split(":", 1)[1],
-                      dist / "images" / "docker-node" / "docker-node.qcow2", Path(tmp), timeout=1200)
+                      node_dist / "images" / "docker-node" / "docker-node.qcow2", Path(tmp), timeout=1800)
         node_run = {"docker_run_to_modprobe_s": t.run_to_modprobe_s(), "init_exit": t.init_rc,
                     "state": t.state.get("state"), "boot_to_poweroff_s": round(t.boot.seconds, 1),
                     "timed_out": t.boot.timed_out}
