@@ -10,6 +10,7 @@ The image's entrypoint (drivers/container/gpuforge-driver) does the loading; thi
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -19,6 +20,7 @@ from typing import Callable, Dict, Optional
 from validator import subp
 from validator.errors import CommandError, GpuforgeError, UserError
 
+log = logging.getLogger("gpuforge.driver_container")
 NAME = "gpuforge-driver"
 READY = "run/nvidia/validations/.driver-ctr-ready"
 STATE = "run/nvidia/gpuforge-driver.json"
@@ -97,16 +99,33 @@ def mount_is_shared(mountinfo: str, path: str) -> bool:
 
 
 def read_state(root: Path = Path("/")) -> Optional[dict]:
-    """The entrypoint's state file, or None when there is none (or it is unreadable)."""
+    """The entrypoint's state file plus `ready` (state ready and the ready file there), or None when there is none
+    (or it is unreadable)."""
     try:
         data = json.loads((Path(root) / STATE).read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    return dict(data, ready=data.get("state") == "ready" and (Path(root) / READY).exists())
 
 
 def _running_kernel(root: Path) -> str:
     return (Path(root) / "proc/sys/kernel/osrelease").read_text().strip()
+
+
+def pull_image(image: str, run: Runner = subp.run) -> None:
+    """docker pull; an unreachable registry is fine when the node has the image already (loaded from a disk,
+    pulled earlier), an error otherwise."""
+    try:
+        run(["docker", "pull", image], timeout=1800)
+    except CommandError as e:
+        have = run(["docker", "image", "inspect", "--format", "{{.Id}}", image], timeout=60, check=False)
+        if have.ok:
+            log.warning("cannot pull %s, using the image this node has (%s)", image, have.stdout.strip()[:19])
+            return
+        last = (e.stderr or e.stdout).strip().splitlines()[-1:] or [e.message]
+        raise UserError(f"cannot pull {image}: {last[0]}", hint="check the reference and `docker login` for the registry") from None
 
 
 def image_labels(image: str, run: Runner = subp.run) -> Dict[str, str]:
@@ -188,11 +207,7 @@ def install(image: str, *, root: Path = Path("/"), run: Runner = subp.run, pull:
     """Pull, check the kernel, (re)start the driver container, wait until it is ready or says why not."""
     kernel = _running_kernel(root)
     if pull:
-        try:
-            run(["docker", "pull", image], timeout=1800)
-        except CommandError as e:
-            raise UserError(f"cannot pull {image}: {(e.stderr or e.stdout).strip().splitlines()[-1:] or e.message}",
-                            hint="check the reference and `docker login` for the registry") from None
+        pull_image(image, run)
     labels = image_labels(image, run)
     check_fits(image, labels, kernel)
     ensure_shared_run(root, run)

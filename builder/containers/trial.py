@@ -36,7 +36,7 @@ runcmd:
       cat /proc/self/mountinfo > /mnt/out/mountinfo.txt
       cat /sys/module/firmware_class/parameters/path > /mnt/out/fwpath
       dmesg | grep -i -E 'nvrm|nvidia' > /mnt/out/dmesg-nvidia.txt
-      gpu-validate drivers install --method container --image {ref} --no-pull --json > /mnt/out/install.json 2> /mnt/out/install.err
+      gpu-validate setup driver --method container --image {ref} --force --json > /mnt/out/install.json 2> /mnt/out/install.err
       echo $? > /mnt/out/install.rc
       docker ps -a --format '{{{{.Names}}}}' > /mnt/out/containers.txt
       exec > /dev/console 2>&1

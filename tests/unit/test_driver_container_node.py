@@ -177,3 +177,35 @@ def test_check_skips_without_a_driver_container(h100_copy):
     assert _check(h100_copy).status == "skip"
     write(h100_copy, dc.STATE, "{not json")
     assert _check(h100_copy).status == "fail"
+
+
+def test_an_unreachable_registry_is_fine_when_the_node_has_the_image(node):
+    from validator.errors import CommandError
+
+    class Offline(Docker):
+        def __call__(self, argv, timeout=None, check=True, **kw):
+            if list(argv)[:2] == ["docker", "pull"]:
+                self.calls.append(list(argv))
+                raise CommandError(list(argv), 1, "", "Error response from daemon: Get http://127.0.0.1:5000/v2/: connection refused")
+            if list(argv)[:3] == ["docker", "image", "inspect"] and "{{.Id}}" in argv:
+                self.calls.append(list(argv))
+                return CmdResult(tuple(argv), 0 if self.have else 1, "sha256:abc\n" if self.have else "", "")
+            return super().__call__(argv, timeout=timeout, check=check, **kw)
+
+    d = Offline(node)
+    d.have = True
+    assert dc.install(IMAGE, root=node, run=d, sleep=lambda s: None).ready
+    d = Offline(node)
+    d.have = False
+    with pytest.raises(UserError, match="cannot pull .*connection refused"):
+        dc.install(IMAGE, root=node, run=d, sleep=lambda s: None)
+    assert not d.started
+
+
+def test_read_state_says_ready_only_with_the_ready_file(node):
+    write(node, dc.STATE, json.dumps({"state": "ready", "image": IMAGE, "driver": "535.261.03"}))
+    assert dc.read_state(node)["ready"] is False
+    write(node, dc.READY, "x\n")
+    assert dc.read_state(node)["ready"] is True and dc.read_state(node)["image"] == IMAGE
+    write(node, dc.STATE, "[1, 2]")
+    assert dc.read_state(node) is None
