@@ -131,7 +131,7 @@ def node(tmp_path):
     return FakeNode(tmp_path / "node")
 
 
-def run(node, cmd, timeout=30, **env):
+def run(node, cmd, timeout=90, **env):
     return subprocess.run([SH, str(ENTRYPOINT), cmd], env=node.env(**env), capture_output=True, text=True, timeout=timeout)
 
 
@@ -140,7 +140,7 @@ def start(node, **env):
                             stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(pred, timeout=20):
+def wait_for(pred, timeout=90):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if pred():
@@ -164,7 +164,7 @@ def test_ready_then_sigterm_unloads_and_cleans_up(node):
     assert mount_at < calls.index("modprobe nvidia") < calls.index("modprobe nvidia-uvm") < calls.index(
         "modprobe nvidia-modeset") < calls.index("nvidia-persistenced --persistence-mode")
     p.send_signal(signal.SIGTERM)
-    out, err = p.communicate(timeout=20)
+    out, err = p.communicate(timeout=90)
     assert p.returncode == 0, err
     assert not node.ready.exists() and not node.mounted() and node.modules() == []
     assert node.state()["state"] == "stopped"
@@ -224,7 +224,7 @@ def test_unused_modules_of_another_build_are_replaced(node):
     calls = node.calls()
     assert calls.index("kill -TERM 77") < calls.index("rmmod nvidia_uvm") < calls.index("rmmod nvidia") < calls.index("modprobe nvidia")
     p.send_signal(signal.SIGTERM)
-    p.communicate(timeout=20)
+    p.communicate(timeout=90)
 
 
 def test_same_build_already_loaded_is_adopted_not_reloaded(node):
@@ -243,7 +243,7 @@ def test_same_build_already_loaded_is_adopted_not_reloaded(node):
     assert "pid 4242 (python3)" in node.state()["message"]
     shutil.rmtree(node.root / "proc/4242")
     (node.root / "sys/module/nvidia_uvm/refcnt").write_text("0\n")
-    out, err = p.communicate(timeout=20)
+    out, err = p.communicate(timeout=90)
     assert p.returncode == 0, err
     assert node.modules() == [] and not node.mounted()
 
@@ -274,7 +274,7 @@ def test_sigterm_while_loading_leaves_nothing(node):
     p = start(node, STUB_SLOW="nvidia-uvm")
     assert wait_for(lambda: "modprobe nvidia-uvm" in node.calls())
     p.send_signal(signal.SIGTERM)
-    out, err = p.communicate(timeout=20)
+    out, err = p.communicate(timeout=90)
     assert p.returncode == 143, err
     assert "stopped by a signal while loading" in err
     assert node.modules() == [] and not node.mounted() and not node.ready.exists()
@@ -290,7 +290,7 @@ def test_second_instance_is_refused_by_the_lock(node):
     assert r.returncode == 3 and "holds" in r.stderr and str(p.pid) in r.stderr
     assert node.state()["state"] == "ready"  # the running instance's state is untouched
     p.send_signal(signal.SIGTERM)
-    p.communicate(timeout=20)
+    p.communicate(timeout=90)
 
 
 def test_unload_asks_the_running_init(node):
@@ -299,7 +299,7 @@ def test_unload_asks_the_running_init(node):
     assert wait_for(lambda: node.ready.exists())
     r = run(node, "unload")
     assert r.returncode == 0, r.stderr
-    p.communicate(timeout=20)
+    p.communicate(timeout=90)
     assert p.returncode == 0 and node.modules() == [] and not node.mounted()
 
 
@@ -327,7 +327,7 @@ def test_status_is_json(node):
     assert r.returncode == 0 and st["state"] == "ready" and st["ready_file"] and st["driver_root_mounted"]
     assert st["loaded"]["nvidia_version"] == "535.261.03"
     p.send_signal(signal.SIGTERM)
-    p.communicate(timeout=20)
+    p.communicate(timeout=90)
 
 
 def test_usage(node):
@@ -351,7 +351,7 @@ def test_host_dependencies_come_from_the_hosts_module_tree(node):
                               "nvidia-current-modeset:nvidia nvidia-current-peermem:ib_core,nvidia'\n"
                               "GPUFORGE_SRCVERSION='NEWBUILD0000'\n")
     p = start(node, GPUFORGE_PEERMEM=1)
-    out, err = p.communicate(timeout=30)
+    out, err = p.communicate(timeout=90)
     assert p.returncode == 1 and "nvidia-peermem needs the kernel module ib_core" in err
     assert node.modules() == [] and not node.mounted()
     assert not [c for c in node.calls() if c.startswith("modinfo -F depends")]  # read from the image's record
@@ -361,4 +361,4 @@ def test_host_dependencies_come_from_the_hosts_module_tree(node):
     assert f"modprobe -d {node.root / 'host'} ib_core" in node.calls()
     assert node.calls().index(f"modprobe -d {node.root / 'host'} ib_core") < node.calls().index("modprobe nvidia-peermem")
     p.send_signal(signal.SIGTERM)
-    p.communicate(timeout=20)
+    p.communicate(timeout=90)
