@@ -24,6 +24,7 @@ def test_rendered_template_validates(path, tmp_path):
     assert "provision.sh" in text
     stage = t.parent / "stage"
     assert (stage / "provision.sh").read_text() == (REPO / "images/provision/provision.sh").read_text()
-    assert (stage / "files/etc/gpuforge/tuning.yaml").exists()
+    # an untuned image carries no profile: the node keeps the distribution's defaults until tuned live
+    assert (stage / "files/etc/gpuforge/tuning.yaml").exists() == (image.tuning != "none")
     assert list((stage / "debs").glob("gpuforge-validator_*.deb"))
     assert "cloud-init" in (stage / "provision.env").read_text()  # a stock cloud AMI gets the base packages too
