@@ -21,7 +21,7 @@ from validator import subp  # noqa: E402
 from validator.bench import evaluate, report_out, suite  # noqa: E402
 from validator.errors import GpuforgeError  # noqa: E402
 
-# Issue 6's targets on one H100 80GB HBM3: 95 % of the figures measured on the same device (fixture README).
+# Targets on one H100 80GB HBM3: 95 % of the figures measured on the same device (fixture README).
 H100_TARGETS = {
     "bandwidth.h2d_pinned": 0.95 * 55.0, "bandwidth.d2h_pinned": 0.95 * 54.9,
     "bandwidth.device_copy": 0.95 * 2921, "gemm.bf16": 0.95 * 746, "train.gpt-1.2b_mfu": 0.40,

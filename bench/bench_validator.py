@@ -2,7 +2,7 @@
 
 Two figures per target: the validation itself in-process (fresh Node and Context each run: what a long-lived
 agent pays) and the whole CLI as a process (interpreter start, imports, run, JSON written: what first boot pays).
-Goal (issue 3): under 1 s.  Usage: python bench/bench_validator.py [--runs N] [--cli-runs M] [--json FILE]
+Goal: under 1 s.  Usage: python bench/bench_validator.py [--runs N] [--cli-runs M] [--json FILE]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Driver branch, module flavour and CUDA selection: pure functions, each answer names the rule that decided.
 
-Rules (issue 2): a branch is offered for a GPU only if the driver's ID list has it; the open flavour only for
+Rules: a branch is offered for a GPU only if the driver's ID list has it; the open flavour only for
 Turing and newer and where the branch's open list has the ID; Blackwell only open; a CUDA version only if the
 driver meets its minimum (and the architecture is still in that CUDA). Where a driver has no shipped ID list,
 the catalog's min/max branch decides, and the reason says so.

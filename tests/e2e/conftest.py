@@ -75,7 +75,7 @@ def ngc_standins():
     for name, tag, *_ in STANDINS:
         try:
             client.images.remove(f"nvcr.io/{ngc.image(name).repository}:{tag}", noprune=True)
-        except Exception:  # not pulled by this session
+        except Exception:  # not pulled in this test run
             pass
 
 
