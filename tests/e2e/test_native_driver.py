@@ -7,21 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fleet_env import REPO, native_vs_precompiled
+from fleet_env import native_vs_precompiled
 
 pytestmark = pytest.mark.e2e
 KERNEL = "6.1.0-54-cloud-amd64"
 
 
-def _kmod_deb() -> Path:
-    hits = sorted((REPO / "dist" / "apt").rglob(f"gpuforge-nvidia-kmod-proprietary-*-{KERNEL}_*.deb"))
-    if not hits:
-        pytest.skip(f"no precompiled kmod for {KERNEL} in dist/apt (gpuforge build drivers makes it)")
+def _kmod_deb(dist: Path) -> Path:
+    hits = sorted((dist / "apt").rglob(f"gpuforge-nvidia-kmod-proprietary-*-{KERNEL}_*.deb"))
+    assert hits, f"the session's driver build made no proprietary kmod for {KERNEL} in {dist}/apt"
     return hits[-1]
 
 
-def test_native_dkms_vs_precompiled_and_switching_back():
-    r = native_vs_precompiled(_kmod_deb(), KERNEL)
+def test_native_dkms_vs_precompiled_and_switching_back(drivers_build):
+    r = native_vs_precompiled(_kmod_deb(drivers_build.dist), KERNEL)
     print(f"\nprecompiled install: {r['precompiled']}; native (DKMS): {r['native']}; back: {r['back_to_precompiled']}")
     assert r["precompiled_module"] == f"/lib/modules/{KERNEL}/updates/gpuforge/nvidia-current.ko"
     assert r["native_module"].startswith(f"/lib/modules/{KERNEL}/updates/dkms/nvidia-current.ko"), r
