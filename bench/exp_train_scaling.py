@@ -4,8 +4,9 @@
 One process per GPU, one process group, the blocks compiled once; then variants in turn, each timed per step
 with CUDA events (median, min, max over the timed steps; the slowest rank counts) with NVML power and SM
 clock samples: rank 0 alone (the 1-GPU figure, first and last), every rank without DDP (compute only),
-DDP as shipped, DDP without all-reduce (no_sync), and DDP with larger buckets / static graph / bf16
-gradient compression / fewer NCCL CTAs. Prints one JSON line per variant.
+DDP as shipped, DDP without all-reduce (no_sync), DDP with larger buckets / static graph / bf16
+gradient compression / fewer NCCL CTAs, and no DDP but one all-reduce per group of N blocks (blocksN).
+Prints one JSON line per variant.
 
     python3 bench/exp_train_scaling.py [--model gpt-1.2b] [--micro-batch 16] [--steps 15] [--variants a,b]
 """
@@ -23,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from validator.bench import gpt, launch, telemetry  # noqa: E402
+from validator.bench import dataparallel, gpt, launch, telemetry  # noqa: E402
 
 VARIANTS = {
     "single": {"ranks": 1},
@@ -39,11 +40,15 @@ VARIANTS = {
                                       "broadcast_buffers": False, "bucket_cap_mb": 100}, "max_ctas": 8},
     "ddp_b400_static": {"ddp": {"gradient_as_bucket_view": True, "static_graph": True, "broadcast_buffers": False,
                                 "bucket_cap_mb": 400}},
+    # No DDP: each group of blocks all-reduced (AVG, coalesced) straight on its gradients once its backward is done.
+    "blocks1": {"dp_blocks": 1},
+    "blocks3": {"dp_blocks": 3},
+    "blocks6": {"dp_blocks": 6},
     "single_again": {"ranks": 1},
 }
 
 
-def steps(torch, model, opt, cfg, batch, n, device, gen, no_sync=False):
+def steps(torch, model, opt, cfg, batch, n, device, gen, no_sync=False, sync=None):
     ev = [torch.cuda.Event(enable_timing=True) for _ in range(n + 1)]
     ev[0].record()
     for i in range(n):
@@ -53,6 +58,8 @@ def steps(torch, model, opt, cfg, batch, n, device, gen, no_sync=False):
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 loss = model(idx[:, :-1], idx[:, 1:])
             loss.backward()
+        if sync is not None:
+            sync.wait()
         opt.step()
         opt.zero_grad(set_to_none=True)
         ev[i + 1].record()
@@ -74,7 +81,11 @@ def variant(name, spec, torch, dist, cfg, rank, world, device, ctl, a):
     if active:
         torch.manual_seed(1234 + rank)
         gen = torch.Generator(device=device).manual_seed(99 + rank)
-        model = gpt.build(torch, cfg).to(device)
+        with device:
+            model = gpt.build(torch, cfg)
+        sync = None
+        if spec.get("dp_blocks"):
+            sync = dataparallel.BlockAllReduce(torch, dist, model, spec["dp_blocks"])
         if spec.get("ddp"):
             model = DDP(model, device_ids=[device.index], process_group=pg, **spec["ddp"])
             if spec.get("bf16"):
@@ -86,13 +97,13 @@ def variant(name, spec, torch, dist, cfg, rank, world, device, ctl, a):
             inner.blocks[i] = torch.compile(blk, dynamic=False)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
         t0 = time.perf_counter()
-        steps(torch, model, opt, cfg, a.micro_batch, a.warmup, device, gen, spec.get("no_sync", False))
+        steps(torch, model, opt, cfg, a.micro_batch, a.warmup, device, gen, spec.get("no_sync", False), sync)
         warm = time.perf_counter() - t0
     dist.barrier(group=ctl)
     with sampler:
         if active:
             t0 = time.perf_counter()
-            ts = steps(torch, model, opt, cfg, a.micro_batch, a.steps, device, gen, spec.get("no_sync", False))
+            ts = steps(torch, model, opt, cfg, a.micro_batch, a.steps, device, gen, spec.get("no_sync", False), sync)
             wall = time.perf_counter() - t0
             out = {"rank": rank, "median_ms": statistics.median(ts), "mean_ms": statistics.fmean(ts),
                    "min_ms": min(ts), "max_ms": max(ts), "wall_ms_per_step": wall / a.steps * 1e3,
@@ -100,7 +111,7 @@ def variant(name, spec, torch, dist, cfg, rank, world, device, ctl, a):
                    "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 1)}
         dist.barrier(group=ctl)
     if active:
-        del model, opt, inner
+        del model, opt, inner, sync
     gc.collect()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
@@ -129,6 +140,7 @@ def main():
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--high-priority", action="store_true", help="NCCL on a high-priority stream (as bench train)")
     a = ap.parse_args()
     import torch
     import torch.distributed as dist
@@ -138,7 +150,8 @@ def main():
     device = torch.device("cuda", local)
     torch.cuda.set_device(device)
     torch.backends.cuda.matmul.allow_tf32 = True
-    dist.init_process_group("nccl", device_id=device)
+    opts = dist.ProcessGroupNCCL.Options(is_high_priority_stream=True) if a.high_priority else None
+    dist.init_process_group("nccl", device_id=device, pg_options=opts)
     ctl = dist.new_group(backend="gloo")
     cfg = gpt.get_config(a.model)
     recs = []

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch", reason="PyTorch not installed: pip install 
 
 from click.testing import CliRunner  # noqa: E402
 
-from validator.bench import gpt, train_child  # noqa: E402
+from validator.bench import dataparallel, gpt, launch, train_child  # noqa: E402
 
 
 def test_tiny_gpt_trains_two_steps_on_cpu():
@@ -75,11 +75,14 @@ def test_gpu_suites_skip_without_cuda(tmp_path):
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
-def test_two_rank_training_on_cpu(tmp_path, fsdp):
-    """The N-GPU path (one process per rank, DDP or FSDP2 sharding) with gloo between CPU processes."""
+@pytest.mark.parametrize("dp", ["blocks", "ddp", "fsdp"])
+def test_two_rank_training_on_cpu(tmp_path, dp):
+    """The N-GPU path (one process per rank: block all-reduce, DDP or FSDP2 sharding) with gloo between CPU
+    processes."""
+    fsdp = dp == "fsdp"
     run = train_child.run({"model": "gpt-tiny", "device": "cpu", "ranks": 2, "steps": 2, "warmup": 1,
-                           "micro_batch": 2, "compile": False, "fsdp": fsdp, "result_path": str(tmp_path / "r")})
+                           "micro_batch": 2, "compile": False, "fsdp": fsdp, "dp": dp,
+                           "result_path": str(tmp_path / "r")})
     assert run.errors == [] and run.skipped is None
     figs = {f.name: f for f in run.figures}
     tok = figs["gpt-tiny_tokens_per_s"]
@@ -93,4 +96,70 @@ def test_two_rank_training_on_cpu(tmp_path, fsdp):
         sc = figs["gpt-tiny_scaling"]
         assert sc.value == pytest.approx(tok.value / (2 * sc.meta["tokens_per_s_1gpu"]), rel=1e-3)
         assert "on 1 GPU" in tok.detail and run.info["steps_1gpu"]["ranks"] == 1
-        assert run.info["ddp"]["static_graph"] and run.info["ddp"]["bucket_cap_mb"] == 25
+        how = run.info["data_parallel"]
+        if dp == "ddp":
+            assert how["method"] == "ddp" and how["static_graph"] and how["bucket_cap_mb"] == 25
+        else:  # two blocks, one all-reduce each, then the embeddings and the last LayerNorm
+            assert how["method"] == "block all-reduce" and how["all_reduces_per_step"] == 3
+    if fsdp:
+        assert run.info["data_parallel"] == {"method": "fsdp2"}
+
+
+def test_block_groups_follow_the_backward_order_and_cover_every_parameter():
+    model = gpt.build(torch, gpt.get_config("gpt-tiny"))
+    one = dataparallel.plan(model, 1)
+    assert [len(g) for g in one[:2]] == [len(list(model.blocks[1].parameters()))] * 2
+    assert one[0][0] is next(model.blocks[1].parameters())  # the last block's gradients are ready first
+    assert {id(p) for p in one[2]} == {id(model.wte.weight), id(model.wpe.weight), id(model.ln_f.weight),
+                                       id(model.ln_f.bias)}
+    two = dataparallel.plan(model, 2)
+    assert len(two) == 2 and len(two[0]) == 2 * len(one[0])
+    for groups in (one, two):
+        assert sorted(id(p) for g in groups for p in g) == sorted(id(p) for p in model.parameters())
+    assert dataparallel.blocks_per_group(40) == 3 and dataparallel.blocks_per_group(2) == 1
+
+
+def _block_allreduce_rank(rank: int, port: int, out: str) -> None:
+    """One rank of the check below: the gradients after wait() are the mean of both ranks' own gradients."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    torch.manual_seed(rank)  # different weights: every rank must start from rank 0's
+    model = gpt.build(torch, gpt.get_config("gpt-tiny"))
+    sync = dataparallel.BlockAllReduce(torch, dist, model, per_group=1)
+    params = list(model.parameters())
+    w0 = params[5].detach().clone()
+    dist.broadcast(w0, 0)
+    res = {"same_start": torch.equal(w0, params[5]), "steps": []}
+    for step in range(2):
+        idx = torch.randint(0, 256, (2, 33), generator=torch.Generator().manual_seed(10 * step + rank))
+        loss = model(idx[:, :-1], idx[:, 1:])
+        own = torch.autograd.grad(loss, params, retain_graph=True)  # this rank's gradients (no hooks run)
+        loss.backward()
+        sync.wait()
+        mean = [g.clone() for g in own]
+        for g in mean:
+            dist.all_reduce(g)
+            g /= 2
+        res["steps"].append({
+            "mean": all(torch.allclose(p.grad, m, rtol=1e-5, atol=1e-8) for p, m in zip(params, mean)),
+            "ranks_differ": any(not torch.allclose(o, m) for o, m in zip(own, mean))})
+        model.zero_grad(set_to_none=True)
+    try:
+        sync.wait()  # no backward since: no group got its gradients
+    except RuntimeError as e:
+        res["missing"] = str(e)
+    dist.destroy_process_group()
+    with open(f"{out}.{rank}", "w") as f:
+        json.dump(res, f)
+
+
+@pytest.mark.subprocess
+def test_block_allreduce_averages_the_gradients_over_gloo(tmp_path):
+    out = str(tmp_path / "res")
+    torch.multiprocessing.spawn(_block_allreduce_rank, args=(launch.free_port(), out), nprocs=2)
+    for rank in (0, 1):
+        res = json.loads(open(f"{out}.{rank}").read())
+        assert res["same_start"]
+        assert res["steps"] == [{"mean": True, "ranks_differ": True}] * 2
+        assert "parameter groups [0, 1, 2] got no gradient" in res["missing"]

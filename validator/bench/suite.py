@@ -58,6 +58,7 @@ class Options:
     train_device: str = "cuda"
     train_engine: str = "builtin"  # builtin | megatron
     train_scaling: bool = True  # with N > 1 GPUs, also the 1-GPU figure in the same job (scaling efficiency)
+    train_dp: Optional[str] = None  # blocks | ddp; None: train_child.DEFAULT_DP
     compile: bool = True
     burn_tools: bool = True  # also run gpu_burn / dcgmi diag when installed
     timeout_s: float = 1800.0
@@ -266,6 +267,8 @@ def train(o: Options) -> BenchRun:
     params = {"model": o.train_model, "steps": o.train_steps, "warmup": o.train_warmup, "device": o.train_device,
               "compile": o.compile and o.train_device == "cuda", "peer_timeout": o.peer_timeout_s,
               "scaling": o.train_scaling}
+    if o.train_dp:
+        params["dp"] = o.train_dp
     if o.micro_batch:
         params["micro_batch"] = o.micro_batch
     elif o.train_device == "cuda":

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from validator import events
-from validator.bench import gpt
+from validator.bench import dataparallel, gpt
 from validator.bench import launch as launchmod
 from validator.bench.results import BenchRun, Figure
 
@@ -23,6 +23,8 @@ from validator.bench.results import BenchRun, Figure
 # best bandwidth; too few leave a long all-reduce after the last gradient. GPT-1.2B on two H200 (NV18),
 # 2-GPU step vs 1 GPU: 25 MB buckets 91.8 %, 100 MB 92.4 %, 400 MB 94.5 % (bench/NOTES-gpu.md).
 BUCKETS_PER_STEP, BUCKET_MB_MIN, BUCKET_MB_MAX = 12, 25, 400
+# How the ranks share gradients when the model fits one GPU: "blocks" (dataparallel.BlockAllReduce) or "ddp".
+DEFAULT_DP = "blocks"
 
 
 def ddp_bucket_mb(grad_bytes: int) -> int:
@@ -30,10 +32,11 @@ def ddp_bucket_mb(grad_bytes: int) -> int:
 
 
 def _setup(torch, cfg, device, params: dict, world: int):
+    """(model, optimizer, the block all-reduce or None, how the ranks share the gradients)."""
     with device:  # parameters made and initialised on the GPU: on the host, 1.2B normal_() calls take many seconds
         model = gpt.build(torch, cfg)
     cuda = device.type == "cuda"
-    ddp = None
+    sync, how = None, None
     if world > 1:
         if _sharded(cfg, params):
             from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -42,6 +45,12 @@ def _setup(torch, cfg, device, params: dict, world: int):
             for blk in model.blocks:
                 fully_shard(blk, mp_policy=mp)
             fully_shard(model, mp_policy=mp)
+            how = {"method": "fsdp2"}
+        elif params.get("dp", DEFAULT_DP) == "blocks":
+            import torch.distributed as dist
+
+            sync = dataparallel.BlockAllReduce(torch, dist, model, int(params.get("dp_blocks") or 0))
+            how = sync.info()
         else:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -50,6 +59,7 @@ def _setup(torch, cfg, device, params: dict, world: int):
             # The model has no buffers, so DDP has none to broadcast before each forward.
             ddp = {"bucket_cap_mb": ddp_bucket_mb(grad_bytes), "static_graph": True, "gradient_as_bucket_view": True}
             model = DDP(model, device_ids=[device.index] if cuda else None, **ddp)
+            how = dict(method="ddp", **ddp)
     inner = model.module if hasattr(model, "module") else model
     if params.get("compile", cuda):
         # Regional compilation: every block shares one compiled graph, so compile time does not grow with depth.
@@ -57,7 +67,7 @@ def _setup(torch, cfg, device, params: dict, world: int):
             inner.blocks[i] = torch.compile(blk, dynamic=False)
     kw = {"fused": True} if cuda else {}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, **kw)
-    return model, opt, ddp
+    return model, opt, sync, how
 
 
 def _sharded(cfg, params: dict) -> bool:
@@ -85,7 +95,7 @@ class _Clock:
         return [(b - a) * 1e3 for a, b in zip(self.marks, self.marks[1:])]
 
 
-def _steps(torch, model, opt, cfg, batch: int, n: int, device, gen) -> tuple:
+def _steps(torch, model, opt, cfg, batch: int, n: int, device, gen, sync=None) -> tuple:
     """n training steps; (losses, per-step ms). Tokens are drawn on the device, the loss stays there."""
     cuda = device.type == "cuda"
     losses = []
@@ -96,6 +106,8 @@ def _steps(torch, model, opt, cfg, batch: int, n: int, device, gen) -> tuple:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             loss = model(idx[:, :-1], idx[:, 1:])
         loss.backward()
+        if sync is not None:
+            sync.wait()
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.detach())
@@ -114,7 +126,7 @@ class _Phase:
     mean_ms: float  # the slowest rank's mean step
     warmup_s: float
     peak_gib: float
-    ddp: Optional[dict] = None
+    data_parallel: Optional[dict] = None
 
     def stats(self) -> dict:
         ms = sorted(self.step_ms)
@@ -129,19 +141,19 @@ def _phase(torch, cfg, device, params: dict, world: int, batch: int, dist=None) 
     while True:
         tried.append(batch)
         try:
-            model, opt, ddp = _setup(torch, cfg, device, params, world)
+            model, opt, sync, how = _setup(torch, cfg, device, params, world)
             gen = torch.Generator(device=device).manual_seed(99 + (dist.get_rank() if dist else 0))
             t_c = time.perf_counter()
-            _steps(torch, model, opt, cfg, batch, warmup, device, gen)
+            _steps(torch, model, opt, cfg, batch, warmup, device, gen, sync)
             warm_s = time.perf_counter() - t_c
-            losses, ms = _steps(torch, model, opt, cfg, batch, steps, device, gen)
+            losses, ms = _steps(torch, model, opt, cfg, batch, steps, device, gen, sync)
             break
         except torch.OutOfMemoryError:
             if batch == 1 or world > 1:
                 raise
         # Out of memory: free everything the failed try held (outside the except block, whose
         # traceback still pins the activations), then halve the micro-batch.
-        model = opt = None
+        model = opt = sync = None
         _free(torch, device)
         torch._dynamo.reset()
         batch //= 2
@@ -151,9 +163,9 @@ def _phase(torch, cfg, device, params: dict, world: int, batch: int, dist=None) 
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         mean = float(t.item())
     peak = torch.cuda.max_memory_allocated(device) / (1 << 30) if device.type == "cuda" else 0.0
-    model = opt = None
+    model = opt = sync = None
     _free(torch, device)
-    return _Phase(world, batch, tried, losses, ms, mean, warm_s, peak, ddp)
+    return _Phase(world, batch, tried, losses, ms, mean, warm_s, peak, how)
 
 
 def _free(torch, device) -> None:
@@ -202,7 +214,7 @@ def rank_main(rank: int, world: int, local_rank: int, params: dict, init_method:
                                     int(params.get("nodes") or 1)))
         run.info = {"torch": torch.__version__, "model": cfg.name, "ranks": world,
                     "compile": bool(params.get("compile", use_cuda)), "steps": ph.stats(),
-                    "ddp": ph.ddp, "high_priority_nccl_stream": bool(use_cuda and world > 1)}
+                    "data_parallel": ph.data_parallel, "high_priority_nccl_stream": bool(use_cuda and world > 1)}
         if single is not None:
             run.info["steps_1gpu"] = single.stats()
         if not all(x == x and abs(x) < 1e4 for x in ph.losses):

@@ -200,14 +200,17 @@ def nccl(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, ops
 @click.option("--compile/--no-compile", "compile_", default=True, show_default=True, help="torch.compile the blocks.")
 @click.option("--scaling/--no-scaling", default=True, show_default=True,
               help="With several GPUs, also train on GPU 0 alone first: scaling efficiency vs 1 GPU.")
+@click.option("--data-parallel", "dp", type=click.Choice(["blocks", "ddp"]), default=None,
+              help="How the ranks average gradients [blocks: one all-reduce per group of transformer blocks, "
+                   "straight on the gradients; ddp: PyTorch DDP buckets].")
 @fabric_options
 def train(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, model, steps, warmup, micro_batch, device,
-          engine, compile_, scaling, nccl_env, peer_timeout):
+          engine, compile_, scaling, dp, nccl_env, peer_timeout):
     """GPT on synthetic tokens, bf16, SDPA: tokens/s, model TFLOP/s (Megatron formula), MFU vs dense peak,
     scaling efficiency vs 1 GPU."""
     _finish(["train"], _options(short, gpus=gpus, train_model=model, train_steps=steps, train_warmup=warmup,
                                 micro_batch=micro_batch, train_device=device, train_engine=engine,
-                                compile=compile_, train_scaling=scaling, nccl_env=tuple(nccl_env),
+                                compile=compile_, train_scaling=scaling, train_dp=dp, nccl_env=tuple(nccl_env),
                                 peer_timeout_s=peer_timeout, verbose=stream), fmt, output, as_json, problems, out_dir,
             save)
 
