@@ -1,7 +1,7 @@
 """Child side of `bench train`: the built-in GPT on synthetic tokens, bf16 autocast, fused AdamW, tokens/s.
 
-One process per GPU (DDP for models that fit one card, FSDP2 sharding for larger ones); also runs a tiny
-config on the CPU so CI exercises the same loop."""
+One process per GPU (a per-block gradient all-reduce, or DDP, for models that fit one card; FSDP2 sharding for
+larger ones); also runs a tiny config on the CPU so CI exercises the same loop."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from validator.bench.results import BenchRun, Figure
 # 2-GPU step vs 1 GPU: 25 MB buckets 91.8 %, 100 MB 92.4 %, 400 MB 94.5 % (bench/NOTES-gpu.md).
 BUCKETS_PER_STEP, BUCKET_MB_MIN, BUCKET_MB_MAX = 12, 25, 400
 # How the ranks share gradients when the model fits one GPU: "blocks" (dataparallel.BlockAllReduce) or "ddp".
+# GPT-1.2B on two H200 (NV18), 2-GPU step vs 1 GPU in the same job: blocks 95.2-95.4 %, DDP 94.5 %.
 DEFAULT_DP = "blocks"
 
 
