@@ -96,6 +96,23 @@ def check_writable(path: Union[str, Path]) -> None:
     os.unlink(probe)
 
 
+def check_writable_dir(folder: Union[str, Path]) -> None:
+    """Before any work: can files be made in folder (made when missing)? Refuses a file, device or symlink loop
+    in the way and a first existing ancestor where nothing can be created."""
+    folder = Path(folder)
+    if os.path.lexists(folder) and not folder.is_dir():  # is_dir is False for a symlink loop too
+        raise OutputError(folder, "is not a folder")
+    anc = _existing_ancestor(folder)
+    if not anc.is_dir():
+        raise OutputError(folder, f"{_file_in_the_way(folder)} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".gpuforge-probe.", dir=str(anc))
+    except OSError as e:
+        raise OutputError(folder, _why(e, folder)) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def write_bytes(path: Union[str, Path], data: bytes, mode: int = 0o644) -> Path:
     return write_chunks(path, (data,), mode)
 

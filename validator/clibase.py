@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -10,6 +11,11 @@ import click
 
 from validator import textsafe
 from validator.errors import GpuforgeError, UserError
+
+
+# OS errors that mean the path given was wrong (exit 2, bad input) rather than the machine failing (exit 1).
+BAD_PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EEXIST, errno.EACCES,
+                             errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.EINVAL})
 
 
 class ErrorHandlingGroup(click.Group):
@@ -23,6 +29,12 @@ class ErrorHandlingGroup(click.Group):
                 raise
             click.echo(f"error: {textsafe.lines(e)}", err=True)  # names and values from files reach a terminal
             sys.exit(e.exit_code)
+        except OSError as e:  # a path no check foresaw: still the file and the reason, never a traceback
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"error: {textsafe.lines(where + (e.strerror or str(e)))}", err=True)
+            sys.exit(2 if e.errno in BAD_PATH_ERRNOS else 1)
 
 
 class LazyGroup(ErrorHandlingGroup):

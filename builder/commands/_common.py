@@ -10,6 +10,7 @@ import click
 
 from builder.config import CONFIG_ORDER, ConfigChoice, check_setting, find_matrix
 from builder.steps import say
+from validator.atomic import check_writable_dir
 from validator.errors import ConfigError, UserError
 
 
@@ -39,3 +40,10 @@ def checked_override(option: str, key: str, value: Optional[str]) -> Optional[st
 def plan_digest(cell_ids) -> str:
     """sha256 of the selected cells: every shard of one farm run must agree on it."""
     return hashlib.sha256(json.dumps(sorted(cell_ids)).encode()).hexdigest()
+
+
+def writable_dist(ctx, param, value: Optional[str]) -> Optional[str]:
+    """Click callback for --dist: the folder must take our files before an hour of work goes into it."""
+    if value is not None:
+        check_writable_dir(value)
+    return value

@@ -10,6 +10,7 @@ import click
 
 from builder.containers.build import build_containers, summary_table
 from builder.plan import load_plan
+from builder.commands._common import writable_dist
 from validator.errors import UserError
 
 
@@ -20,7 +21,7 @@ def _raise_interrupt(signum, frame):
 @click.command(name="containers")
 @click.option("--config", "config", type=click.Path(dir_okay=False), default=None, help="Matrix file (default matrix.yaml).")
 @click.option("--only", default=None, help="Only cells whose id matches this glob or substring.")
-@click.option("--dist", "dist", type=click.Path(file_okay=False), default=None,
+@click.option("--dist", "dist", type=click.Path(file_okay=False), callback=writable_dist, default=None,
               help="Folder `gpuforge build drivers` wrote (default: settings.dist).")
 @click.option("--registry", default=None, help="OCI registry to tag for (and push to with --push): HOST[:PORT][/NAMESPACE].")
 @click.option("--push", is_flag=True, help="Push every tag whose digest the registry does not have yet.")

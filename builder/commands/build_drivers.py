@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from builder import publish
-from builder.commands._common import checked_override, choose_matrix, config_option, plan_digest
+from builder.commands._common import checked_override, choose_matrix, config_option, plan_digest, writable_dist
 from builder.drivers import Progress, build_drivers, summary_table
 from builder.plan import load_plan
 from builder.shard import resolve_shard
@@ -34,7 +34,7 @@ def _raise_interrupt(signum, frame):
 @click.option("--shard", default=None,
               help="Build shard i of N (1-based) into DIST/shards/ (default: from SLURM_ARRAY_TASK_ID/COUNT or "
                    "JOB_COMPLETION_INDEX + GPUFORGE_SHARDS when set).")
-@click.option("--dist", "dist", type=click.Path(file_okay=False), default=None,
+@click.option("--dist", "dist", type=click.Path(file_okay=False), callback=writable_dist, default=None,
               help="Output folder, or the shared store of a sharded farm (default: settings.dist under the current folder).")
 @click.option("--rebuild", is_flag=True, help="Ignore the cache.")
 @click.option("--retry-failed", is_flag=True, help="Build again cells whose failure is cached.")

@@ -11,6 +11,7 @@ import click
 from builder.images.build import DEFAULT_MIRROR, DEFAULT_SECURITY_MIRROR, Context, build_image
 from builder.images.definition import find_image, image_paths, load_image_file
 from builder.steps import say
+from builder.commands._common import writable_dist
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +27,7 @@ def definitions_dir() -> Path:
 @click.command(name="images")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Build every images/*.yaml definition.")
-@click.option("--dist", type=click.Path(file_okay=False), default=None, help="Output root (default: ./dist).")
+@click.option("--dist", type=click.Path(file_okay=False), callback=writable_dist, default=None, help="Output root (default: ./dist).")
 @click.option("--mirror", default=lambda: os.environ.get("GPUFORGE_MIRROR", DEFAULT_MIRROR), show_default="$GPUFORGE_MIRROR or deb.debian.org",
               help="Debian archive mirror URL.")
 @click.option("--security-mirror", default=lambda: os.environ.get("GPUFORGE_SECURITY_MIRROR", DEFAULT_SECURITY_MIRROR),

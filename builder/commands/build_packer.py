@@ -11,6 +11,7 @@ import click
 from builder.images import build, packer
 from builder.commands.build_images import definitions_dir
 from builder.images.definition import find_image, image_paths, load_image_file
+from builder.commands._common import writable_dist
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +38,7 @@ def render_bundle(image, dist: Path, out: Path, apt_dir: Path) -> Path:
 @click.command(name="packer")
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every images/*.yaml definition.")
-@click.option("--dist", type=click.Path(file_okay=False), default=None, help="Output root (default: ./dist).")
+@click.option("--dist", type=click.Path(file_okay=False), callback=writable_dist, default=None, help="Output root (default: ./dist).")
 @click.option("--no-validate", is_flag=True, help="Skip `packer validate`.")
 def command(names, all_, dist, no_validate):
     """Render dist/packer/NAME/NAME.pkr.hcl (+ stage/, http/) and run `packer validate` on it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -74,15 +75,23 @@ class Fleet:
         }
 
 
+def _json_files(d: Path, errors: list):
+    """*.json files under d, symlinked folders not followed (no loops); an unreadable folder is listed in errors."""
+    def unreadable(e: OSError) -> None:
+        errors.append(f"{e.filename}: cannot list: {e.strerror or e}")
+
+    for root, dirs, files in os.walk(d, onerror=unreadable):
+        dirs.sort()
+        yield from (Path(root) / f for f in sorted(files) if f.endswith(".json"))
+
+
 def load_fleet(directory) -> Fleet:
     """Every *.json report under directory (recursively); unreadable files are listed, not fatal."""
     d = Path(directory)
     if not d.is_dir():
         raise UserError(f"{d}: not a directory of JSON reports")
     reports, errors = [], []
-    for p in sorted(d.rglob("*.json")):
-        if p.is_dir():  # a folder named x.json holds reports, it is none itself (rglob walks into it)
-            continue
+    for p in _json_files(d, errors):
         try:
             reports.append((str(p.relative_to(d)), load_report(p)))
         except UserError as e:  # corrupt, another tool's JSON, a FIFO, ...: listed with why, the rest still shown
