@@ -60,6 +60,8 @@ def build(root: Path, pairs: int = 8, numa_nodes: int = 2, layer: str = "InfiniB
           rate: str = "400 Gb/sec (4X NDR)", modules=MODULES, uptime_s: float = 86400.0) -> Path:
     """Write the tree under root (a new or empty folder); returns root."""
     root = Path(root)
+    if root.is_dir() and any(root.iterdir()):  # links over an old tree would point into it: never build twice
+        raise FileExistsError(f"{root}: not empty; build a node tree into a new folder")
     per_node = max(1, pairs // numa_nodes)
     for i in range(pairs):
         numa = min(i // per_node, numa_nodes - 1)
