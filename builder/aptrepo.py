@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from validator import atomic, subp
-from validator.errors import UserError
+from validator import atomic, subp, userfile
+from validator.errors import ConfigError, UserError
+
+log = logging.getLogger("gpuforge.aptrepo")
 
 COMPONENT = "main"
 ARCH = "amd64"
@@ -76,9 +79,13 @@ def desired_state(root: Path, signer: Optional[str]) -> dict:
 def is_current(root: Path, codename: str, signer: Optional[str]) -> bool:
     """True when dists/ was published from exactly this pool with this signer (signing is checked every run)."""
     dists = Path(root) / "dists"
+    path = dists / STATE_FILE
+    if not os.path.lexists(path):
+        return False
     try:
-        state = json.loads((dists / STATE_FILE).read_text())
-    except (OSError, ValueError):
+        state = userfile.load_json(path, "repo state file", top=dict)
+    except ConfigError as e:  # only a marker: publishing again replaces it along with the whole dists/
+        log.warning("%s; publishing the index again", e.message)
         return False
     if state != json.loads(json.dumps(desired_state(root, signer))):
         return False

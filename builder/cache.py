@@ -10,6 +10,9 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import logging
+import math
+import os
 import re
 import time
 from dataclasses import dataclass, field, replace
@@ -17,7 +20,13 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from builder.digest import sha256_file
-from validator import atomic
+from validator import atomic, userfile
+from validator.errors import ConfigError
+
+log = logging.getLogger("gpuforge.cache")
+
+# An entry is a few KiB (inputs, one artifact, step timings): anything near this is not one the builder wrote.
+MAX_ENTRY_BYTES = 4 << 20
 
 
 class CacheStatus(str, enum.Enum):
@@ -110,14 +119,29 @@ class CacheEntry:
         """Raises KeyError/TypeError/ValueError on a malformed entry (the caller treats it as a miss)."""
         return cls(name=str(d["name"]), key=str(d["key"]), inputs=dict(d.get("inputs") or {}),
                    status=CacheStatus(d.get("status", "built")),
-                   artifacts=tuple(Artifact(str(a["path"]), int(a["size"]), str(a["sha256"]), int(a.get("mtime_ns", 0)))
+                   artifacts=tuple(Artifact(_inside(a["path"]), int(a["size"]), str(a["sha256"]), int(a.get("mtime_ns", 0)))
                                    for a in d.get("artifacts") or ()),
-                   step=str(d.get("step", "")), error=str(d.get("error", "")), log=str(d.get("log", "")),
-                   seconds=float(d.get("seconds", 0.0)), steps=tuple((str(k), float(v)) for k, v in (d.get("steps") or {}).items()),
+                   step=str(d.get("step", "")), error=str(d.get("error", "")), log=_inside(d.get("log", "")),
+                   seconds=_finite(d.get("seconds", 0.0)), steps=tuple((str(k), _finite(v)) for k, v in (d.get("steps") or {}).items()),
                    built_at=str(d.get("built_at", "")))
 
     def stamped(self) -> "CacheEntry":
         return replace(self, built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+
+def _inside(rel: Any) -> str:
+    """A path relative to the store that stays inside it (an entry from another host must not name /etc/...)."""
+    p = str(rel)
+    if p.startswith("/") or ".." in Path(p).parts:
+        raise ValueError(f"path {p!r} leaves the store")
+    return p
+
+
+def _finite(v: Any) -> float:
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"{v!r} is not a finite number")
+    return f
 
 
 def safe_name(name: str) -> str:
@@ -135,10 +159,12 @@ class Store:
         return self.root / "cache" / f"{safe_name(name)}.json"
 
     def read(self, name: str) -> Optional[CacheEntry]:
-        try:
-            return CacheEntry.from_dict(json.loads(self.path(name).read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None  # absent or unreadable: a miss, never a crash
+        """The entry, or None (a miss) when absent or, with a warning, unreadable: the step is simply built again."""
+        return self.read_file(self.path(name))
+
+    def load(self, name: str) -> Optional[CacheEntry]:
+        """The entry, None when absent; an unreadable or malformed one is a ConfigError naming its file."""
+        return load_entry(self.path(name))
 
     def write(self, entry: CacheEntry) -> None:
         atomic.write_text(self.path(entry.name), json.dumps(entry.to_dict(), indent=2, sort_keys=True) + "\n")
@@ -161,9 +187,22 @@ class Store:
     @staticmethod
     def read_file(f: Path) -> Optional[CacheEntry]:
         try:
-            return CacheEntry.from_dict(json.loads(f.read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return load_entry(f)
+        except ConfigError as e:
+            log.warning("%s; treated as a cache miss (built again)", e.message)
             return None
+
+
+def load_entry(f: Path) -> Optional[CacheEntry]:
+    """The entry in file f (bounded read, a JSON object of the entry's fields); None when there is no file."""
+    if not os.path.lexists(f):
+        return None
+    d = userfile.load_json(f, "cache entry", MAX_ENTRY_BYTES, top=dict)
+    try:
+        return CacheEntry.from_dict(d)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        raise ConfigError(str(f), "(entry)", "a cache entry as the builder writes it",
+                          f"{type(e).__name__}: {e}") from None
 
 
 def entries_by_name(stores: Iterable[Store]) -> Dict[str, Tuple[Store, CacheEntry]]:

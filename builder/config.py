@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
+from validator import userfile
 from validator.errors import ConfigError
 from validator.schema import Reader, load_yaml
 
@@ -354,7 +355,9 @@ def find_matrix(explicit: Union[str, Path, None] = None, cwd: Optional[Path] = N
         return ConfigChoice(local, "./matrix.yaml")
     if env.get(CONFIG_ENV):
         p = Path(env[CONFIG_ENV])
-        if not p.is_file():
-            raise ConfigError(f"${CONFIG_ENV}", "(file)", "a matrix file that exists", str(p))
+        kind = userfile.kind(p)
+        if kind != "a regular file":
+            raise ConfigError(f"${CONFIG_ENV}", "(file)", "a matrix file that exists" if kind is None else
+                              f"a regular matrix file, not {kind}", str(p))
         return ConfigChoice(p, f"${CONFIG_ENV}")
     return ConfigChoice(default_matrix_path(), "packaged default")

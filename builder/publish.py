@@ -20,8 +20,9 @@ from builder import aptrepo
 from builder.cache import Artifact, CacheEntry, Store
 from builder.config import Settings
 from builder.shard import Shard
-from validator import atomic
+from validator import atomic, userfile
 from validator.errors import UserError
+from validator.schema import Reader
 
 SHARDS_DIR = "shards"
 RECORD = "shard.json"
@@ -66,12 +67,12 @@ class ShardRecord:
 
     @classmethod
     def read(cls, path: Path) -> "ShardRecord":
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-            return cls(int(d["index"]), int(d["count"]), str(d["plan"]), tuple(map(str, d["cells"])),
-                       tuple(map(str, d["failed"])), str(d.get("host", "")), str(d.get("finished_at", "")))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise UserError(f"{path}: not a readable shard record ({e})") from None
+        """The record in path; unreadable, not JSON or a field of the wrong type is a ConfigError naming file and key."""
+        r = Reader(str(path), userfile.load_json(path, "shard record", top=dict))
+        count = r.key("count").int(lo=1)
+        return cls(r.key("index").int(lo=1, hi=count), count, r.key("plan").str(),
+                   tuple(x.str() for x in r.key("cells").list()), tuple(x.str() for x in r.key("failed").list()),
+                   r.key("host", "").str(nonempty=False), r.key("finished_at", "").str(nonempty=False))
 
 
 def write_record(dist: Path, shard: Shard, plan: str, cells: Sequence[str], failed: Sequence[str]) -> Path:
@@ -108,7 +109,7 @@ def collect(dist: Path, count: Optional[int] = None) -> Tuple[List[ShardRecord],
     root = Path(dist) / SHARDS_DIR
     records: Dict[str, ShardRecord] = {}
     for d in peer_dirs(dist):
-        if (d / RECORD).is_file():
+        if os.path.lexists(d / RECORD):  # a folder or FIFO there is an error, not an unfinished shard
             records[d.name] = ShardRecord.read(d / RECORD)
     counts = sorted({r.count for r in records.values()} | ({count} if count else set()))
     if not records:
@@ -136,7 +137,7 @@ def collect(dist: Path, count: Optional[int] = None) -> Tuple[List[ShardRecord],
     for r in mine:
         store = root / f"{r.index}-of-{r.count}"
         for c in r.cells:
-            e = Store(store).read(c)
+            e = Store(store).load(c)  # a corrupt entry stops the merge: the shard's build is in doubt
             if e is None:
                 continue
             item = MergeItem(c, f"{r.index}/{r.count}", e, store)

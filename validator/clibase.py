@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import sys
 
@@ -76,6 +77,50 @@ def _add_no_color(cmd: click.Command) -> None:
                                        callback=_no_color, help="No ANSI colours, even on a terminal (also NO_COLOR=1)."))
     for sub in getattr(cmd, "commands", {}).values():
         _add_no_color(sub)
+
+
+# ---- numbers on the command line: always bounded and finite ----------------------------------------------------
+
+class FloatIn(click.FloatRange):
+    """A number option from lo to hi: nan (which compares false with any bound) and inf are refused too."""
+
+    name = "number"
+
+    def __init__(self, lo: float, hi: float):
+        super().__init__(lo, hi)
+
+    def convert(self, value, param, ctx):
+        v = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number ({self._describe_range()})", param, ctx)
+        return super().convert(v, param, ctx)
+
+
+class IntIn(click.IntRange):
+    """An integer option from lo to hi (both bounds: no count, port or size is unbounded)."""
+
+    def __init__(self, lo: int, hi: int):
+        super().__init__(lo, hi)
+
+
+class ByteSize(click.ParamType):
+    """A byte count like 1024, 64M or 8G (binary units, as nccl-tests take them) from lo to hi bytes."""
+
+    name = "size"
+
+    def __init__(self, lo: int, hi: int):
+        self.min, self.max = lo, hi
+
+    def convert(self, value, param, ctx):
+        from validator.bench.formulas import human_bytes, parse_size
+
+        try:
+            n = value if isinstance(value, int) else parse_size(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+        if not self.min <= n <= self.max:
+            self.fail(f"{value!r} is not from {human_bytes(self.min)} to {human_bytes(self.max)}", param, ctx)
+        return n
 
 
 # Report formats by file extension, for -o/--save without --format.

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional
 
-from validator import subp
-from validator.errors import CommandError, GpuforgeError, UserError
+from validator import subp, userfile
+from validator.errors import CommandError, ConfigError, GpuforgeError, UserError
 
 log = logging.getLogger("gpuforge.driver_container")
 NAME = "gpuforge-driver"
@@ -102,10 +102,8 @@ def read_state(root: Path = Path("/")) -> Optional[dict]:
     """The entrypoint's state file plus `ready` (state ready and the ready file there), or None when there is none
     (or it is unreadable)."""
     try:
-        data = json.loads((Path(root) / STATE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
+        data = userfile.load_json(Path(root) / STATE, "driver container state file", top=dict)
+    except ConfigError:
         return None
     return dict(data, ready=data.get("state") == "ready" and (Path(root) / READY).exists())
 

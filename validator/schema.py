@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Collection, Iterator, Mapping, Optional, Tuple, Union
 
@@ -109,7 +110,10 @@ class Reader:
         return v
 
     def number(self, lo: Optional[float] = None, hi: Optional[float] = None) -> float:
+        """A finite number (YAML's .inf and .nan are refused: nan passes every range test) within lo..hi."""
         v = self.value
+        if isinstance(v, float) and not math.isfinite(v):
+            raise self.fail(_range_text("a finite number", lo, hi), v)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (lo is not None and v < lo) or (
             hi is not None and v > hi
         ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -142,6 +143,7 @@ def _opt(sec: dict, key: str, kinds, src: str, path: str, default, choices=None)
     ok = isinstance(v, kinds) and not (kinds in (int, float, (int, float)) and isinstance(v, bool))
     names = {str: "a string", bool: "true or false", int: "an integer"}
     _want(ok, src, path, f"one of {', '.join(map(str, choices))}" if choices else names.get(kinds, "a number"), v)
+    _want(not isinstance(v, float) or math.isfinite(v), src, path, "a finite number", v)  # YAML .inf / .nan
     if choices:
         _want(v in choices, src, path, f"one of {', '.join(map(str, choices))}", v)
     return v

@@ -134,9 +134,34 @@ def parse_json(text: str, source: str) -> Any:
     return check_shape(value, source)
 
 
-def load_json(path: Union[str, Path], what: str = "JSON file", max_bytes: Optional[int] = None) -> Any:
-    """Read and parse a JSON file of sane size and shape."""
-    return parse_json(read_text(path, what, max_bytes), str(path))
+_JSON_TYPES = {dict: "a JSON object", list: "a JSON array"}
+
+
+def load_json(path: Union[str, Path], what: str = "JSON file", max_bytes: Optional[int] = None,
+              top: Optional[type] = None) -> Any:
+    """Read and parse a JSON file of sane size and shape; with top (dict or list), of that type at the top."""
+    value = parse_json(read_text(path, what, max_bytes), str(path))
+    if top is not None and not isinstance(value, top):
+        raise ConfigError(str(path), "(top level)",
+                          f"{_a(what)} holding {_JSON_TYPES.get(top, top.__name__)}, not {_json_name(value)}")
+    return value
+
+
+def _json_name(value: Any) -> str:
+    for t, name in ((bool, "a JSON boolean"), (dict, "a JSON object"), (list, "a JSON array"), (str, "a JSON string"),
+                    (int, "a JSON number"), (float, "a JSON number")):
+        if isinstance(value, t):
+            return name
+    return "JSON null"
+
+
+def kind(path: Union[str, Path]) -> Optional[str]:
+    """What is at path without opening it ("a regular file", "a FIFO", "a directory", ...); None when nothing is."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    return "a regular file" if stat.S_ISREG(mode) else _kind(mode)
 
 
 def _a(what: str) -> str:

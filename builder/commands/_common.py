@@ -10,6 +10,7 @@ import click
 
 from builder.config import CONFIG_ORDER, ConfigChoice, check_setting, find_matrix
 from builder.steps import say
+from validator import userfile
 from validator.atomic import check_writable_dir
 from validator.errors import ConfigError, UserError
 
@@ -22,8 +23,11 @@ def config_option(f):
 def choose_matrix(config: Optional[str], quiet: bool = False) -> ConfigChoice:
     """The matrix file, said on stderr so nobody builds from a file they did not mean."""
     choice = find_matrix(config)
-    if not choice.path.is_file():
+    kind = userfile.kind(choice.path)
+    if kind is None:
         raise UserError(f"no matrix file: {choice.describe()} does not exist", hint=f"looked for {CONFIG_ORDER}")
+    if kind != "a regular file":  # a FIFO is never opened (it would block), a folder is no matrix
+        raise UserError(f"{choice.describe()}: not a regular file: it is {kind}", hint="name a matrix.yaml file")
     if not quiet:
         say("matrix: %s", choice.describe())
     return choice

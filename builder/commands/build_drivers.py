@@ -21,6 +21,7 @@ from builder.plan import load_plan
 from builder.shard import resolve_shard
 from builder.steps import say
 from validator.errors import UserError
+from validator.clibase import IntIn
 
 
 def _raise_interrupt(signum, frame):
@@ -29,7 +30,7 @@ def _raise_interrupt(signum, frame):
 
 @click.command(name="drivers")
 @config_option
-@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None, help="Cells built at once (default: settings.jobs).")
+@click.option("--jobs", "-j", type=IntIn(1, 64), default=None, help="Cells built at once (default: settings.jobs).")
 @click.option("--only", default=None, help="Only cells whose id matches this glob or substring.")
 @click.option("--shard", default=None,
               help="Build shard i of N (1-based) into DIST/shards/ (default: from SLURM_ARRAY_TASK_ID/COUNT or "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -12,6 +12,8 @@ from builder.images import build, packer
 from builder.commands.build_images import definitions_dir
 from builder.images.definition import find_image, image_paths, load_image_file
 from builder.commands._common import writable_dist
+from validator import userfile
+from validator.schema import Reader
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,18 +23,25 @@ def render_bundle(image, dist: Path, out: Path, apt_dir: Path) -> Path:
     ctx = build.Context(repo=REPO, dist=dist, apt_dir=apt_dir)
     res = build.resolve(image, ctx)
     base = dist / "images" / image.name / f"{image.name}.qcow2"
-    checksum = "none"
-    try:
-        m = json.loads((base.parent / "manifest.json").read_text())
-        checksum = "sha256:" + m["files"][base.name]["sha256"]
-    except (OSError, ValueError, KeyError):
-        pass  # no base image yet: validate still works; a real qemu build needs `gpuforge build images` first
+    checksum = base_checksum(base)
     with tempfile.TemporaryDirectory(prefix="gf-packer-") as tmp:
         st = build.make_stage(res, ctx, Path(tmp))
         return packer.render(out, name=image.name, kernel=image.kernel, tuning=image.tuning, suite=image.suite,
                              disk_size=image.disk_size, stage_dir=st, base_image=str(base.resolve()),
                              base_checksum=checksum, base_packages=build.BASE_PACKAGES + (
                                  f"{res.kernel.image_package}={res.kernel.version}",) + image.packages)
+
+
+def base_checksum(base: Path) -> str:
+    """sha256:... of the base disk from its image manifest; "none" before `gpuforge build images` made one
+    (validate still works; a real qemu build needs the disk). A corrupt manifest is a ConfigError naming it."""
+    path = base.parent / "manifest.json"
+    if not os.path.lexists(path):
+        return "none"
+    files = Reader(str(path), userfile.load_json(path, "image manifest", top=dict)).key("files", {}).mapping()
+    if base.name not in files.value:
+        return "none"
+    return "sha256:" + files.key(base.name).key("sha256").str()
 
 
 @click.command(name="packer")

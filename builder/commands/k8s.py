@@ -10,6 +10,7 @@ from builder.commands._common import choose_matrix
 from builder.scaleout import FarmJob, k8s_manifests
 from validator import atomic
 from validator.errors import UserError
+from validator.clibase import IntIn
 
 
 @click.group(name="k8s")
@@ -20,12 +21,12 @@ def command():
 @command.command(name="render")
 @click.option("--config", default=None, help="Matrix file as the pods see it (default: the one `build drivers` would use).")
 @click.option("--dist", required=True, help="Where the shared store (the claim) is mounted in every pod (absolute).")
-@click.option("--shards", type=click.IntRange(1, 10000), required=True, help="Indexes of the Job (shards of the plan).")
+@click.option("--shards", type=IntIn(1, 10000), required=True, help="Indexes of the Job (shards of the plan).")
 @click.option("--image", required=True, help="Container image with gpuforge and the docker CLI.")
 @click.option("--pvc", required=True, help="ReadWriteMany PersistentVolumeClaim holding the store.")
 @click.option("--namespace", default="default", show_default=True)
-@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True, help="Cells at once per pod.")
-@click.option("--cpus", type=click.IntRange(1, 1024), default=2, show_default=True, help="CPU request per pod.")
+@click.option("--jobs", type=IntIn(1, 64), default=1, show_default=True, help="Cells at once per pod.")
+@click.option("--cpus", type=IntIn(1, 1024), default=2, show_default=True, help="CPU request per pod.")
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None, help="Write here instead of stdout.")
 def render(config, dist, shards, image, pvc, namespace, jobs, cpus, out):
     """Print (or write) the Indexed Job and the publish Job as YAML."""

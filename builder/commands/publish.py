@@ -11,12 +11,13 @@ import click
 from builder.commands._common import checked_override, choose_matrix, config_option, writable_dist
 from builder.config import load_matrix
 from builder.publish import publish_shards
+from validator.clibase import IntIn
 
 
 @click.command(name="publish")
 @config_option
 @click.option("--dist", "dist", type=click.Path(file_okay=False), callback=writable_dist, required=True, help="The shared store the shards built into.")
-@click.option("--shards", type=click.IntRange(1, 100000), default=None, help="How many shards to expect (default: as recorded).")
+@click.option("--shards", type=IntIn(1, 100000), default=None, help="How many shards to expect (default: as recorded).")
 @click.option("--gpg-key", default=None, help="gpg key id that signs the Release (default: settings.gpg_key).")
 @click.option("--gpg-home", default=None, help="GNUPGHOME holding --gpg-key.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -12,6 +12,7 @@ from builder.commands._common import choose_matrix
 from builder.scaleout import FarmJob, sbatch_array, sbatch_publish
 from validator import atomic, subp
 from validator.errors import UserError
+from validator.clibase import IntIn
 
 
 def _job(config, dist, shards, jobs, cpus, time_limit, partition, gpuforge, only) -> FarmJob:
@@ -27,9 +28,9 @@ def _options(f):
     for opt in reversed([
         click.option("--config", default=None, type=click.Path(dir_okay=False), help="Matrix file (as `build drivers`)."),
         click.option("--dist", required=True, help="Shared store (absolute path, the same on every node)."),
-        click.option("--shards", type=click.IntRange(1, 10000), required=True, help="Array tasks (shards of the plan)."),
-        click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True, help="Cells at once per task."),
-        click.option("--cpus", type=click.IntRange(1, 1024), default=2, show_default=True, help="CPUs per task."),
+        click.option("--shards", type=IntIn(1, 10000), required=True, help="Array tasks (shards of the plan)."),
+        click.option("--jobs", type=IntIn(1, 64), default=1, show_default=True, help="Cells at once per task."),
+        click.option("--cpus", type=IntIn(1, 1024), default=2, show_default=True, help="CPUs per task."),
         click.option("--time", "time_limit", default="04:00:00", show_default=True, help="Time limit per task."),
         click.option("--partition", default=None, help="Slurm partition."),
         click.option("--gpuforge", default=None, help="gpuforge executable on the nodes (default: this one)."),

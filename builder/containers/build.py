@@ -37,7 +37,7 @@ from builder.digest import sha256_file
 from builder.lock import FileLock
 from builder.matrix import Cell
 from builder.steps import say, step
-from validator import atomic
+from validator import atomic, userfile
 from validator.errors import GpuforgeError, UserError
 from validator.precompiled import pin_text, read_deb
 
@@ -293,7 +293,7 @@ def _cached(ctx: Context, spec: ImageSpec, key: str) -> Optional[dict]:
     if entry is None or entry.artifact is None:
         return None
     try:
-        rec = json.loads((ctx.root / entry.artifact.path).read_text())
+        rec = userfile.load_json(ctx.root / entry.artifact.path, "image record", top=dict)
         img = ctx.client.images.get(rec["image_id"])
     except Exception:  # record unreadable or image pruned: build again
         return None

@@ -5,12 +5,13 @@ output), the guest loads it, runs `init` in the foreground like a node would, an
 from __future__ import annotations
 
 import datetime
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from builder.images import qemu
+from validator import userfile
+from validator.errors import ConfigError
 
 GUEST = """#cloud-config
 runcmd:
@@ -65,9 +66,10 @@ class Trial:
     @property
     def state(self) -> dict:
         try:
-            return json.loads(self.text("state.json"))
-        except ValueError:
+            state = userfile.parse_json(self.text("state.json"), str(self.out / "state.json"))
+        except ConfigError:
             return {}
+        return state if isinstance(state, dict) else {}
 
     def run_to_modprobe_s(self) -> Optional[float]:
         """Seconds from `docker run` (guest clock) to the entrypoint's `modprobe nvidia` (docker's log timestamp)."""

@@ -22,9 +22,9 @@ from builder.images import ngc as ngc_images
 from builder.images.definition import ImageDef
 from builder.images.validator_deb import build_validator_deb, source_hash
 from builder.lock import FileLock
-from validator import subp
+from validator import subp, userfile
 from validator.atomic import write_text
-from validator.errors import CommandError, GpuforgeError, UserError
+from validator.errors import CommandError, ConfigError, GpuforgeError, UserError
 from validator.pkgname import kmod_package_name
 
 log = logging.getLogger("gpuforge.images")
@@ -166,11 +166,15 @@ cache_key = cache.cache_key
 
 
 def _read_manifest(out_dir: Path) -> Optional[dict]:
-    try:
-        m = json.loads((out_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
+    """The image's manifest; None (the image is built again) when absent or, with a warning, unreadable."""
+    path = out_dir / "manifest.json"
+    if not os.path.lexists(path):
         return None
-    return m if isinstance(m, dict) else None
+    try:
+        return userfile.load_json(path, "image manifest", top=dict)
+    except ConfigError as e:
+        log.warning("%s; building the image again", e.message)
+        return None
 
 
 def manifest_entry(out_dir: Path) -> Optional[cache.CacheEntry]:

@@ -4,6 +4,7 @@ that names the file or field, no traceback, and nothing half-written."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -180,7 +181,47 @@ USAGE_CASES = [
     ("build images path escape", gpuforge, ["build", "images", "../../etc/passwd"], "known images"),
     ("build drivers --shard", gpuforge, ["build", "drivers", "--shard", "0/0"], "--shard"),
     ("build drivers bad config", gpuforge, ["build", "drivers", "--config", "{t}/bad.yaml"], "UTF-8"),
+    ("bench nccl --min-bytes -5", gpu_validate, ["bench", "nccl", "--min-bytes", "-5"], "--min-bytes"),
+    ("bench nccl --min-bytes 0", gpu_validate, ["bench", "nccl", "--min-bytes", "0"], "--min-bytes"),
+    ("bench nccl --min-bytes infG", gpu_validate, ["bench", "nccl", "--min-bytes", "infG"], "not a size"),
+    ("bench nccl min > max", gpu_validate, ["bench", "nccl", "--min-bytes", "1G", "--max-bytes", "1M"],
+     "--min-bytes 1 GiB is above --max-bytes 1 MiB"),
+    ("bench nccl min > default max", gpu_validate, ["bench", "nccl", "--min-bytes", "64G"], "above --max-bytes 8 GiB"),
+    ("bench nccl --short min > max", gpu_validate, ["bench", "nccl", "--short", "--min-bytes", "16G"], "--max-bytes"),
 ]
+
+# Every option naming an input file: a FIFO is named as one (never opened: it would block), not "missing".
+FIFO_CASES = [
+    ("matrix --config", gpuforge, ["matrix", "--config", "{fifo}"]),
+    ("build drivers --config", gpuforge, ["build", "drivers", "--config", "{fifo}"]),
+    ("build containers --config", gpuforge, ["build", "containers", "--config", "{fifo}"]),
+    ("publish --config", gpuforge, ["publish", "--dist", "{t}/empty", "--config", "{fifo}"]),
+    ("slurm render --config", gpuforge, ["slurm", "render", "--shards", "2", "--dist", "{t}/empty", "--config", "{fifo}"]),
+    ("build images DEF", gpuforge, ["build", "images", "{fifo}"]),
+    ("compat --catalog", gpuforge, ["compat", "--gpu", "H100", "--catalog", "{fifo}"]),
+    ("run --profile", gpu_validate, ["run", "--root", H100, "--profile", "{fifo}"]),
+    ("detect --catalog", gpu_validate, ["detect", "--root", H100, "--catalog", "{fifo}"]),
+    ("baselines list --catalog", gpu_validate, ["baselines", "list", "--catalog", "{fifo}"]),
+    ("report FILE", gpu_validate, ["report", "{fifo}"]),
+    ("drivers install --deb", gpu_validate, ["drivers", "install", "--dry-run", "--method", "precompiled", "--deb",
+                                             "{fifo}"]),
+]
+
+
+@pytest.mark.parametrize("case,cli,argv", FIFO_CASES, ids=[c[0] for c in FIFO_CASES])
+def test_a_fifo_as_an_input_file_is_named_as_one(odd_dir, case, cli, argv):
+    fifo = odd_dir / "pipe.yaml"  # a YAML name: `build images` takes any other name for an image's name
+    os.mkfifo(fifo)
+    res = invoke(cli, [str(a).replace("{fifo}", str(fifo)).replace("{t}", str(odd_dir)) for a in argv])
+    assert_clean(res, 2, [str(fifo), "FIFO"])
+    assert "does not exist" not in res.output
+
+
+@pytest.mark.parametrize("what", ["fifo", "empty"])
+def test_gpuforge_config_env_naming_a_fifo_or_folder(odd_dir, monkeypatch, what):
+    monkeypatch.chdir(odd_dir / "empty")  # no ./matrix.yaml to take first
+    res = CliRunner(env={"GPUFORGE_CONFIG": str(odd_dir / what)}).invoke(gpuforge, ["matrix"])
+    assert_clean(res, 2, ["$GPUFORGE_CONFIG", str(odd_dir / what), "FIFO" if what == "fifo" else "directory"])
 
 
 @pytest.fixture
@@ -199,3 +240,88 @@ def test_odd_arguments_are_exit_2(odd_dir, case, cli, argv, says):
     res = invoke(cli, [str(a).replace("{t}", str(odd_dir)) for a in argv])
     assert_clean(res, 2, [says])
     assert "\x1b[2J" not in res.output  # a value echoed back is escaped
+
+
+# ---- numbers on the command line: one bounded, finite type for every numeric option ------------------------
+
+import click  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from validator.clibase import ByteSize, FloatIn, IntIn  # noqa: E402
+
+
+def _commands(cli, path=()):
+    ctx = click.Context(cli)
+    for name in cli.list_commands(ctx):
+        cmd = cli.get_command(ctx, name)
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, path + (name,))
+        else:
+            yield path + (name,), cmd
+
+
+def _numeric_options():
+    """(cli, subcommand path, option) for every option of both CLIs that takes a number or a byte size."""
+    out = []
+    for cli in (gpuforge, gpu_validate):
+        for path, cmd in _commands(cli):
+            for p in cmd.params:
+                if isinstance(p, click.Option) and isinstance(p.type, (click.types.IntParamType,
+                                                                        click.types.FloatParamType, ByteSize)):
+                    out.append((cli, path, p))
+    return out
+
+
+NUMERIC = _numeric_options()
+
+
+def test_every_numeric_option_uses_the_bounded_finite_types():
+    assert len(NUMERIC) >= 25  # both CLIs' counts, timeouts, ports and sizes were found
+    loose = [f"{' '.join(path)} {p.opts[-1]}: {p.type!r}" for _, path, p in NUMERIC
+             if not isinstance(p.type, (FloatIn, IntIn, ByteSize)) or p.type.min is None or p.type.max is None]
+    assert loose == []
+
+
+def _bad_values(t) -> list:
+    if isinstance(t, ByteSize):
+        return ["-5", "0", str(t.max + 1), "nanM", "infG", "1e3", "", "2Z"]
+    if isinstance(t, FloatIn):
+        return ["nan", "NaN", "inf", "-inf", "1e999", str(t.min - 1), str(t.max + 1), "", "x"]
+    return [str(t.min - 1), str(t.max + 1), "nan", "inf", "1.5", "1e3", "9" * 5000, ""]
+
+
+@pytest.mark.parametrize("cli,path,opt", NUMERIC, ids=[f"{' '.join(p)} {o.opts[-1]}" for _, p, o in NUMERIC])
+def test_out_of_range_or_non_finite_numbers_are_exit_2_naming_the_option(cli, path, opt):
+    for value in _bad_values(opt.type):
+        res = invoke(cli, [*path, opt.opts[-1], value])
+        assert_clean(res, 2, [opt.opts[-1]])
+        assert "Invalid value" in res.output, (value, res.output)
+
+
+def test_cuda_timeout_nan_is_refused():
+    for value in ("nan", "inf", "-1", "0"):
+        res = invoke(gpu_validate, ["run", "--root", H100, "--cuda-timeout", value])
+        assert_clean(res, 2, ["--cuda-timeout"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12).map(lambda s: s))
+def test_float_type_returns_a_finite_value_in_range_or_fails_cleanly(x):
+    t = FloatIn(1, 3600)
+    try:
+        v = t.convert(str(x), None, None)
+    except click.BadParameter:
+        return
+    assert isinstance(v, float) and 1 <= v <= 3600
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=12) | st.from_regex(r"-?[0-9]{0,20}(\.[0-9]{0,3})?[kKmMgGtT]?(i?[bB])?", fullmatch=True))
+def test_size_type_returns_bytes_in_range_or_fails_cleanly(text):
+    t = ByteSize(1, 1 << 40)
+    try:
+        v = t.convert(text, None, None)
+    except click.BadParameter:
+        return
+    assert isinstance(v, int) and 1 <= v <= 1 << 40

@@ -6,7 +6,9 @@ Never a traceback (an exception other than GpuforgeError), never a hang on a FIF
 from __future__ import annotations
 
 import itertools
+import math
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -227,3 +229,63 @@ def test_random_yaml_like_text_never_escapes(tmp_path, text, loader):
     p = _unique(tmp_path)
     p.write_text(text, encoding="utf-8")
     assert_clean_error(_loader(loader, tmp_path), p)
+
+
+# ---- numbers read from YAML: finite, everywhere ----------------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(v=st.floats(allow_nan=True, allow_infinity=True) | st.integers() | st.booleans() | st.text(max_size=4),
+       lo=st.none() | st.floats(-1e6, 0), hi=st.none() | st.floats(1, 1e6))
+def test_reader_number_is_finite_in_range_or_names_file_and_key(v, lo, hi):
+    from validator.schema import Reader
+
+    r = Reader("cat.yaml", {"x": {"y": v}}).key("x").key("y")
+    try:
+        n = r.number(lo, hi)
+    except GpuforgeError as e:
+        assert e.exit_code == 2 and "cat.yaml" in str(e) and "x.y" in str(e)
+        return
+    assert math.isfinite(n) and (lo is None or n >= lo) and (hi is None or n <= hi)
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", ".NaN", "+.Inf"])
+def test_non_finite_yaml_numbers_are_refused_in_the_catalog(tmp_path, value):
+    from validator.catalog import DATA_DIR, load_catalog
+
+    for f in ("gpus.yaml", "cuda.yaml", "baselines.yaml"):
+        (tmp_path / f).write_bytes((DATA_DIR / f).read_bytes())
+    text = (tmp_path / "gpus.yaml").read_text()
+    field = re.search(r"^(\s+)tdp_w: [0-9.]+$", text, re.M)
+    (tmp_path / "gpus.yaml").write_text(text[:field.start()] + f"{field.group(1)}tdp_w: {value}" + text[field.end():])
+    with pytest.raises(GpuforgeError) as e:
+        load_catalog(tmp_path / "gpus.yaml")
+    assert "tdp_w" in str(e.value) and "finite" in str(e.value) and str(tmp_path / "gpus.yaml") in str(e.value)
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan", "-.inf"])
+def test_non_finite_yaml_numbers_are_refused_in_a_tuning_profile(tmp_path, value):
+    from validator.tuning import load_profile
+
+    p = tmp_path / "p.yaml"
+    p.write_text(f"name: p\ngpu:\n  max_temp_c: {value}\n")
+    with pytest.raises(GpuforgeError) as e:
+        load_profile(str(p))
+    assert "gpu.max_temp_c" in str(e.value) and "finite" in str(e.value) and str(p) in str(e.value)
+
+
+@pytest.mark.parametrize("content,top,says", [(b"[1]", dict, "a JSON array"), (b'{"a": 1}', list, "a JSON object"),
+                                              (b"null", dict, "JSON null"), (b'"x"', list, "a JSON string"),
+                                              (b"true", dict, "a JSON boolean"), (b"7", dict, "a JSON number")])
+def test_load_json_checks_the_top_level_type(tmp_path, content, top, says):
+    p = tmp_path / "state.json"
+    p.write_bytes(content)
+    with pytest.raises(GpuforgeError) as e:
+        userfile.load_json(p, "state file", top=top)
+    assert e.value.exit_code == 2 and str(p) in str(e.value) and says in str(e.value) and "state file" in str(e.value)
+
+
+def test_kind_never_opens_what_it_names(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "f").write_text("x")
+    assert [userfile.kind(tmp_path / n) for n in ("fifo", "f", "none")] + [userfile.kind(tmp_path)] == [
+        "a FIFO", "a regular file", None, "a directory"]

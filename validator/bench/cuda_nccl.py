@@ -12,7 +12,7 @@ import tempfile
 import time
 from typing import Optional
 
-from validator import events
+from validator import events, userfile
 from validator.bench import launch as launchmod
 from validator.bench import ncclenv
 from validator.bench.formulas import COLLECTIVES, algbw_gbs, bus_factor, human_bytes, size_sweep
@@ -280,8 +280,7 @@ def run(params: dict) -> BenchRun:
     result_path = params["result_path"] + ".rank0"
     torch.multiprocessing.spawn(_spawned, args=(world, launchmod.free_port(), params, result_path),
                                 nprocs=world, join=True)
-    with open(result_path) as f:
-        run = BenchRun.from_dict(json.load(f))
+    run = BenchRun.from_dict(json.loads(userfile.read_text(result_path, "rank 0 result")))
     os.unlink(result_path)
     if cuda:
         from validator.bench import devinfo

@@ -96,9 +96,9 @@ def parse_size(text: str) -> int:
     mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     try:
         if t and t[-1] in mult:
-            return int(float(t[:-1]) * mult[t[-1]])
+            return int(float(t[:-1]) * mult[t[-1]])  # nan is a ValueError here, inf an OverflowError
         return int(t)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ValueError(f"not a size: {text!r} (use e.g. 1M, 64M, 8G)") from None
 
 

@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from validator import events, subp
+from validator import events, subp, userfile
 from validator.bench import ncclenv, parsers
 from validator.bench.formulas import COLLECTIVES, human_bytes
 from validator.bench.launch import DEFAULT_PEER_TIMEOUT_S, MULTICAST_OFF, detect
 from validator.bench.results import BenchRun, Figure
-from validator.errors import CommandError, GpuforgeError
+from validator.errors import CommandError, ConfigError, GpuforgeError
 
 log = logging.getLogger("gpuforge.bench")
 
@@ -96,9 +96,9 @@ def run_child(suite: str, params: dict, timeout: float, verbose: bool = False, e
             except CommandError as e:
                 return BenchRun(suite, errors=[e.message], seconds=round(time.perf_counter() - t0, 1))
         try:
-            with open(ofile) as f:
-                return BenchRun.from_dict(json.load(f))
-        except (OSError, ValueError, KeyError) as e:
+            # json.loads, not load_json: a diverged loss is NaN in the child's result and a failed figure here
+            return BenchRun.from_dict(json.loads(userfile.read_text(ofile, "benchmark result")))
+        except (ConfigError, ValueError, KeyError, TypeError) as e:
             return BenchRun(suite, errors=[f"benchmark child wrote no readable result: {e}"])
 
 

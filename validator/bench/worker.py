@@ -6,7 +6,6 @@ CUDA context then costs one child (killed on timeout), not the validator."""
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 import time
 import traceback
@@ -31,8 +30,9 @@ def main(argv=None) -> int:
         print(f"usage: python -m validator.bench.worker {{{'|'.join(CHILDREN)}}} PARAMS.json OUT.json", file=sys.stderr)
         return 2
     suite, params_path, out_path = argv
-    with open(params_path) as f:
-        params = json.load(f)
+    from validator import userfile
+
+    params = userfile.load_json(params_path, "benchmark parameters", top=dict)
     params["result_path"] = out_path
     from validator.bench.results import BenchRun
 

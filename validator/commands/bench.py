@@ -11,9 +11,9 @@ import time
 import click
 
 from validator.atomic import check_writable, write_text
-from validator.clibase import format_for_path, output_options, pick_format
+from validator.clibase import ByteSize, FloatIn, IntIn, format_for_path, output_options, pick_format
 from validator.bench import evaluate, suite
-from validator.bench.formulas import COLLECTIVES, parse_size
+from validator.bench.formulas import COLLECTIVES, human_bytes
 from validator.bench.gpt import CONFIGS
 from validator.errors import UserError
 from validator.report.render import FORMATS, PROBLEMS, render, summary_line
@@ -46,13 +46,8 @@ def _gpus(ctx, param, value):
         raise click.BadParameter(f"expected GPU indices like 0,1,2, got {value!r}") from None
 
 
-def _size(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return parse_size(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+# Byte counts from one byte to 1 TiB: above any GPU's memory, so a typo of units is caught rather than allocated.
+SIZE = ByteSize(1, 1 << 40)
 
 
 def common(f):
@@ -71,7 +66,7 @@ def fabric_options(f):
     """Multi-node knobs shared by nccl and train."""
     f = click.option("--nccl-env", multiple=True, metavar="KEY=VALUE",
                      help="Override an NCCL setting derived from the node (NCCL_IB_HCA, NCCL_SOCKET_IFNAME, ...).")(f)
-    f = click.option("--peer-timeout", type=click.FloatRange(1, 86400), default=None,
+    f = click.option("--peer-timeout", type=FloatIn(1, 86400), default=None,
                      help="Seconds to wait for the other ranks (rendezvous and each collective) [120].")(f)
     return f
 
@@ -140,8 +135,8 @@ def command():
 
 @command.command("bandwidth")
 @common
-@click.option("--size", callback=_size, default="1G", show_default=True, help="Bytes per copy.")
-@click.option("--reps", type=click.IntRange(1, 1000), default=None, help="Timed repetitions (median taken).")
+@click.option("--size", type=SIZE, default="1G", show_default=True, help="Bytes per copy.")
+@click.option("--reps", type=IntIn(1, 1000), default=None, help="Timed repetitions (median taken).")
 def bandwidth(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, size, reps):
     """H2D/D2H pinned and pageable, both ways at once, device copy, P2P per pair; nvbandwidth too if installed."""
     _finish(["bandwidth"], _options(short, gpus=gpus, size_bytes=size, reps=reps, verbose=stream),
@@ -150,9 +145,9 @@ def bandwidth(gpus, short, fmt, output, as_json, problems, out_dir, save, stream
 
 @command.command("gemm")
 @common
-@click.option("--seconds", type=click.FloatRange(0.5, 36000), default=None, help="Seconds per dtype.")
+@click.option("--seconds", type=FloatIn(0.5, 36000), default=None, help="Seconds per dtype.")
 @click.option("--dtypes", callback=_csv, default="bf16,fp16,tf32,fp32,fp64", show_default=True)
-@click.option("--size", "n", type=click.IntRange(256, 65536), default=8192, show_default=True, help="n of n^3 GEMMs.")
+@click.option("--size", "n", type=IntIn(256, 65536), default=8192, show_default=True, help="n of n^3 GEMMs.")
 def gemm(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, seconds, dtypes, n):
     """Sustained GEMM on every GPU at once, gpu-burn style error check, NVML samples; gpu_burn/dcgmi if installed."""
     bad = [d for d in dtypes if d not in ("bf16", "fp16", "tf32", "fp32", "fp64")]
@@ -165,15 +160,15 @@ def gemm(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, sec
 @command.command("nccl")
 @common
 @click.option("--ops", callback=_csv, default=",".join(COLLECTIVES), show_default=True)
-@click.option("--min-bytes", callback=_size, default="1M", show_default=True)
-@click.option("--max-bytes", callback=_size, default=None, help="Largest size (gated on) [default 8G].")
-@click.option("--factor", type=click.IntRange(2, 64), default=None, help="Size step factor [4; short 8].")
+@click.option("--min-bytes", type=SIZE, default="1M", show_default=True)
+@click.option("--max-bytes", type=SIZE, default=None, help="Largest size (gated on) [default 8G].")
+@click.option("--factor", type=IntIn(2, 64), default=None, help="Size step factor [4; short 8].")
 @click.option("--engine", type=click.Choice(["auto", "torch", "nccl-tests"]), default="auto", show_default=True)
 @click.option("--backend", type=click.Choice(["nccl", "gloo"]), default="nccl", show_default=True,
               help="gloo: the same collectives between 2 CPU processes (a smoke test without GPUs).")
-@click.option("--iters", type=click.IntRange(0, 100000), default=None,
+@click.option("--iters", type=IntIn(0, 100000), default=None,
               help="Timed calls per size [0 = auto: 20 up to 64 MiB, 10 up to 1 GiB, 5 above].")
-@click.option("--warmup-iters", type=click.IntRange(0, 1000), default=None, help="Untimed calls per size first [3].")
+@click.option("--warmup-iters", type=IntIn(0, 1000), default=None, help="Untimed calls per size first [3].")
 @fabric_options
 def nccl(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, ops, min_bytes, max_bytes, factor, engine,
          backend, iters, warmup_iters, nccl_env, peer_timeout):
@@ -182,6 +177,10 @@ def nccl(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, ops
     bad = [x for x in ops if x not in COLLECTIVES]
     if bad:
         raise UserError(f"--ops: unknown {', '.join(bad)}; known: {', '.join(COLLECTIVES)}")
+    largest = max_bytes if max_bytes is not None else _options(short).nccl_max
+    if min_bytes > largest:
+        raise UserError(f"--min-bytes {human_bytes(min_bytes)} is above --max-bytes {human_bytes(largest)}",
+                        hint="the sweep runs from --min-bytes up to --max-bytes")
     _finish(["nccl"], _options(short, gpus=gpus, nccl_ops=tuple(ops), nccl_min=min_bytes, nccl_max=max_bytes,
                                nccl_factor=factor, nccl_engine=engine, nccl_backend=backend, nccl_iters=iters,
                                nccl_warmup=warmup_iters, nccl_env=tuple(nccl_env), peer_timeout_s=peer_timeout,
@@ -191,9 +190,9 @@ def nccl(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, ops
 @command.command("train")
 @common
 @click.option("--model", type=click.Choice(sorted(CONFIGS)), default="gpt-1.2b", show_default=True)
-@click.option("--steps", type=click.IntRange(1, 100000), default=None, help="Timed steps [30; short 15].")
-@click.option("--warmup", type=click.IntRange(1, 1000), default=None, help="Untimed steps first (compile).")
-@click.option("--micro-batch", type=click.IntRange(1, 4096), default=None, help="Sequences per GPU per step.")
+@click.option("--steps", type=IntIn(1, 100000), default=None, help="Timed steps [30; short 15].")
+@click.option("--warmup", type=IntIn(1, 1000), default=None, help="Untimed steps first (compile).")
+@click.option("--micro-batch", type=IntIn(1, 4096), default=None, help="Sequences per GPU per step.")
 @click.option("--device", type=click.Choice(["cuda", "cpu"]), default="cuda", show_default=True)
 @click.option("--engine", type=click.Choice(["builtin", "megatron"]), envvar="GPUFORGE_TRAIN_ENGINE",
               default="builtin", show_default=True, help="megatron: Megatron-LM when installed (NGC container).")
@@ -222,12 +221,12 @@ def train(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, mo
                    "meets port i.")
 @click.option("--peer", metavar="HOST", help="The node running --mode server (client mode).")
 @click.option("--hca", "hcas", callback=_csv, default="", help="Only these HCAs or ports (mlx5_0,mlx5_1:1) [all up].")
-@click.option("--size", callback=_size, default="8M", show_default=True, help="Message size.")
+@click.option("--size", type=SIZE, default="8M", show_default=True, help="Message size.")
 @click.option("--gpudirect", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="GPU memory (--use_cuda) too: auto when perftest has CUDA, on = required.")
-@click.option("--port-base", type=click.IntRange(1024, 65000), default=18515, show_default=True,
+@click.option("--port-base", type=IntIn(1024, 65000), default=18515, show_default=True,
               help="TCP port of the first HCA port's test (base + i for port i; GPU memory base + 64 + i).")
-@click.option("--peer-timeout", type=click.FloatRange(1, 86400), default=None,
+@click.option("--peer-timeout", type=FloatIn(1, 86400), default=None,
               help="Seconds to wait for the other node (server or client) [120].")
 def rdma(gpus, short, fmt, output, as_json, problems, out_dir, save, stream, mode, peer, hcas, size, gpudirect,
          port_base, peer_timeout):

@@ -8,7 +8,7 @@ import click
 
 from validator.atomic import check_writable, write_text
 from validator.checks.base import GROUPS, LEVELS
-from validator.clibase import format_for_path, output_options, pick_format
+from validator.clibase import FloatIn, format_for_path, output_options, pick_format
 from validator.report.render import FORMATS, render, summary_line, want_colour
 
 @click.command(name="run")
@@ -25,7 +25,7 @@ from validator.report.render import FORMATS, render, summary_line, want_colour
 @click.option("--group", "groups", multiple=True, type=click.Choice(GROUPS), help="Only these groups (repeatable).")
 @click.option("--check", "ids", multiple=True, metavar="ID", help="Only these check ids or prefixes (repeatable).")
 @click.option("--no-nvml", is_flag=True, help="Read GPUs through nvidia-smi even when NVML loads.")
-@click.option("--cuda-timeout", type=click.FloatRange(1, 3600), default=120, show_default=True,
+@click.option("--cuda-timeout", type=FloatIn(1, 3600), default=120, show_default=True,
               help="Seconds the CUDA child may take (standard level).")
 @click.option("--docker-image", metavar="IMAGE", help="Image for the `docker run --gpus all` check (default: a local CUDA image).")
 @click.option("--list-checks", is_flag=True, help="List the checks the level runs (id, group, level, title) and exit.")
