@@ -170,3 +170,21 @@ def test_deb_that_is_no_deb_is_exit_2_without_running_dpkg(node, tmp_path, kind)
     res = CliRunner().invoke(main, ["drivers", "install", "--root", str(node), "--kernel", ABI, "--deb", str(deb),
                                     "--dry-run"])
     assert res.exit_code == 2 and str(deb) in res.output and "Traceback" not in res.output, res.output
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dir", "huge"])
+def test_setup_reads_a_special_node_file_as_absent_never_blocking(tmp_path, kind):
+    from validator.setup.plan import Host
+
+    p = tmp_path / "etc/docker/daemon.json"
+    p.parent.mkdir(parents=True)
+    if kind == "fifo":
+        os.mkfifo(p)  # a blocking open would hang here for ever
+    elif kind == "dir":
+        p.mkdir()
+    else:
+        p.write_bytes(b"{}")
+        os.truncate(p, 1 << 30)
+    assert Host(tmp_path).read("/etc/docker/daemon.json") is None
+    (tmp_path / "etc/docker/ok.json").write_bytes(b'{"a": "\xff"}')
+    assert Host(tmp_path).read("/etc/docker/ok.json") == '{"a": "\ufffd"}'

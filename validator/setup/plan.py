@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from validator import atomic, subp
-from validator.errors import GpuforgeError
+from validator import atomic, subp, userfile
+from validator.errors import ConfigError, GpuforgeError
 
 Runner = Callable[..., subp.CmdResult]
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
@@ -104,10 +104,11 @@ class Host:
         return self.root / abs_path.lstrip("/")
 
     def read(self, abs_path: str) -> Optional[str]:
-        """A node file's text, None when absent or unreadable (planners treat both as 'not there yet')."""
+        """A node file's text, None when absent or unreadable (planners treat both as 'not there yet'); a FIFO or
+        a file of gigabytes where a config file belongs is unreadable, never a hang."""
         try:
-            return self.path(abs_path).read_text(errors="replace")
-        except (OSError, ValueError):
+            return userfile.read_bytes(self.path(abs_path), "node file").decode("utf-8", errors="replace")
+        except ConfigError:
             return None
 
 
