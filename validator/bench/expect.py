@@ -19,8 +19,8 @@ NCCL_OF_P2P = 0.75
 P2P_PCIE_OF_HOST = 0.8
 # Data-parallel training over NVLink: the target is 95 % of the 1-GPU throughput per doubling of GPUs; a healthy
 # pair of H200 (NV18) measures 95.2-95.4 % with GPT-1.2B (bench/NOTES-gpu.md; 93 % in the short run of --level full),
-# so the check passes from 95 % of
-# the target (90 %) and fails below 85 % of it, where gradients have left NVLink. Without NVLink: informational.
+# so the check passes from 95 % of the target (90 %) and fails below 85 % of it, where gradients have left NVLink.
+# Without NVLink: informational.
 SCALING_PER_DOUBLING = 0.95
 # NCCL between nodes over InfiniBand: all-reduce bus bandwidth against the line rate of the HCA ports in use.
 NCCL_OF_IB_LINE = 0.8
