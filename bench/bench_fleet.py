@@ -2,7 +2,8 @@
 run (tuning + reboot + validation) and idempotent re-run; and native (DKMS) vs precompiled driver install on the same
 Debian node (a container), wall and CPU seconds. Results: stdout and dist/bench/fleet.json.
 
-GPUFORGE_FLEET_IMAGE=path.qcow2 reuses a built untuned image; GPUFORGE_BENCH_SKIP=fleet|native skips one half.
+GPUFORGE_FLEET_IMAGE=path.qcow2 reuses a built untuned image; GPUFORGE_BENCH_SKIP=fleet|native skips one half;
+GPUFORGE_BENCH_DIST names the store with the kmod (default .cache/bench-dist, built there when absent).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 from fleet_env import boot_fleet, native_vs_precompiled, untuned_image  # noqa: E402
+
+from validator import subp  # noqa: E402
 
 KERNEL = "6.1.0-54-cloud-amd64"
 
@@ -46,11 +49,17 @@ def bench_deploy() -> dict:
             "changed_rerun": {h: v["changed"] for h, v in again.hosts.items()}}
 
 
+def _kmod_deb(dist: Path) -> list:
+    return sorted((dist / "apt").rglob(f"gpuforge-nvidia-kmod-proprietary-*-{KERNEL}_*.deb"))
+
+
 def bench_native() -> dict:
-    hits = sorted((REPO / "dist" / "apt").rglob(f"gpuforge-nvidia-kmod-proprietary-*-{KERNEL}_*.deb"))
-    if not hits:
-        return {"skipped": f"no kmod for {KERNEL} in dist/apt (run gpuforge build drivers)"}
-    r = native_vs_precompiled(hits[-1], KERNEL)
+    # The same store as make bench-containers: built here (the default matrix's proprietary cell) when absent.
+    dist = Path(os.environ.get("GPUFORGE_BENCH_DIST", REPO / ".cache" / "bench-dist"))
+    if not _kmod_deb(dist):
+        subp.run([str(Path(sys.executable).parent / "gpuforge"), "build", "drivers", "--dist", str(dist), "--only",
+                  "proprietary"], timeout=7200, capture=False)
+    r = native_vs_precompiled(_kmod_deb(dist)[-1], KERNEL)
     r["precompiled_cpu_saving_pct"] = round(100 * (1 - r["precompiled"]["cpu_s"] / r["native"]["cpu_s"]), 1)
     return r
 
