@@ -25,6 +25,7 @@ from fleet_env import boot_fleet, native_vs_precompiled, untuned_image  # noqa: 
 from validator import subp  # noqa: E402
 
 KERNEL = "6.1.0-54-cloud-amd64"
+DRIVER = "535.261.03"  # the default matrix's: its user space is in bookworm, what the native method installs
 
 
 def bench_deploy() -> dict:
@@ -50,7 +51,7 @@ def bench_deploy() -> dict:
 
 
 def _kmod_deb(dist: Path) -> list:
-    return sorted((dist / "apt").rglob(f"gpuforge-nvidia-kmod-proprietary-*-{KERNEL}_*.deb"))
+    return sorted((dist / "apt").rglob(f"gpuforge-nvidia-kmod-proprietary-{DRIVER}-{KERNEL}_*.deb"))
 
 
 def bench_native() -> dict:
