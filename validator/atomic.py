@@ -85,15 +85,7 @@ def check_writable(path: Union[str, Path]) -> None:
     """Before any work: will write_bytes(path) succeed? Refuses folders, devices, a parent that is a file,
     and a first existing ancestor where no file can be created (read-only, /sys, /proc, permissions)."""
     path = _target(Path(path))
-    anc = _existing_ancestor(path.parent)
-    if not anc.is_dir():
-        raise OutputError(path, f"{_file_in_the_way(path.parent)} is not a folder")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".gpuforge-probe.", dir=str(anc))
-    except OSError as e:
-        raise OutputError(path, _why(e, path)) from None
-    os.close(fd)
-    os.unlink(probe)
+    _probe_folder(path, path.parent)
 
 
 def check_writable_dir(folder: Union[str, Path]) -> None:
@@ -102,13 +94,18 @@ def check_writable_dir(folder: Union[str, Path]) -> None:
     folder = Path(folder)
     if os.path.lexists(folder) and not folder.is_dir():  # is_dir is False for a symlink loop too
         raise OutputError(folder, "is not a folder")
+    _probe_folder(folder, folder)
+
+
+def _probe_folder(named: Path, folder: Path) -> None:
+    """Create and remove a file in the first existing ancestor of folder; errors name `named`."""
     anc = _existing_ancestor(folder)
     if not anc.is_dir():
-        raise OutputError(folder, f"{_file_in_the_way(folder)} is not a folder")
+        raise OutputError(named, f"{_file_in_the_way(folder)} is not a folder")
     try:
         fd, probe = tempfile.mkstemp(prefix=".gpuforge-probe.", dir=str(anc))
     except OSError as e:
-        raise OutputError(folder, _why(e, folder)) from None
+        raise OutputError(named, _why(e, named)) from None
     os.close(fd)
     os.unlink(probe)
 
