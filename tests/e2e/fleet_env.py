@@ -197,13 +197,13 @@ def native_vs_precompiled(kmod_deb: Path, kernel: str) -> Dict[str, object]:
               f"rc=$?; mv /tmp/pin {pin}; exit $rc")
         out["native"] = timed(c, f"{gv} --method native --package headless")
         out["native_module"] = sh(c, f"modinfo -k {kernel} -F filename nvidia-current").strip()
-        out["native_kmods_left"] = sh(c, "dpkg-query -W -f='${Package} ${Status}\\n' 'gpuforge-nvidia-kmod-*' "
+        out["native_kmods_left"] = sh(c, "dpkg-query -W -f='${Package} ${Status}\\n' 'gpuforge-nvidia-kmod-*' 2>/dev/null "
                                          "| grep -c ' installed' || true").strip()
         out["dkms_status"] = sh(c, "dkms status 2>&1 || true").strip()
         out["native_version"] = sh(c, "dpkg-query -W -f='${Version}' nvidia-kernel-dkms").strip()
         out["back_to_precompiled"] = timed(c, f"{gv} --method precompiled --deb {deb}")
         out["back_module"] = sh(c, f"modinfo -k {kernel} -F filename nvidia-current").strip()
-        out["dkms_left"] = sh(c, "dpkg-query -W -f='${Package} ${Status}\\n' '*-dkms' | grep -c ' installed' || true").strip()
+        out["dkms_left"] = sh(c, "dpkg-query -W -f='${Package} ${Status}\\n' '*-dkms' 2>/dev/null | grep -c ' installed' || true").strip()
         return out
     finally:
         c.remove(force=True)
