@@ -20,6 +20,7 @@ from builder.images import qemu
 from builder.images.userdata import User, read_key_args, render_user_data
 from validator import subp
 from validator.atomic import write_text
+from validator.errors import CommandError
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
@@ -110,6 +111,20 @@ def write_inventory(path: Path, guests: List[qemu.Guest], key: Path, reports: Pa
     return path
 
 
+def wait_for_cloud_init(fleet: Fleet, g: qemu.Guest, timeout: float) -> None:
+    """`cloud-init status --wait` over SSH; cloud-init restarts sshd while it configures the guest, so a dropped
+    connection (ssh's exit 255) is asked again until the deadline, not taken as a failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = subp.run(qemu.ssh_argv(g, fleet.key) + ["sudo cloud-init status --wait >/dev/null; true"],
+                     timeout=timeout, check=False)
+        if r.ok:
+            return
+        if r.returncode != 255 or time.monotonic() > deadline:
+            raise CommandError(list(r.argv), r.returncode, r.stdout, r.stderr, reason=f"{g.name}: cloud-init did not finish")
+        time.sleep(5)
+
+
 def boot_fleet(work: Path, image: Path, names=("gpu-node-01", "gpu-node-02"), ssh_timeout: float = 1800) -> Fleet:
     """Throwaway key, user data from `gpuforge user-data`'s renderer, guests booted in parallel, SSH and cloud-init done."""
     work.mkdir(parents=True, exist_ok=True)
@@ -124,7 +139,7 @@ def boot_fleet(work: Path, image: Path, names=("gpu-node-01", "gpu-node-02"), ss
         fleet = Fleet(work, key, guests, work / "inventory.yml", work / "reports")
         for g in guests:
             fleet.boot_seconds[g.name] = qemu.wait_for_ssh(g, key, timeout=ssh_timeout)
-            fleet.ssh(g, "sudo cloud-init status --wait >/dev/null; true", timeout=ssh_timeout)
+            wait_for_cloud_init(fleet, g, ssh_timeout)
         write_inventory(fleet.inventory, guests, key, fleet.reports, validator_deb(work / "deb"))
         return fleet
     except BaseException:
